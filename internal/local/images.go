@@ -1,0 +1,210 @@
+package local
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kubeonkube/kok/internal/local/build"
+	"github.com/kubeonkube/kok/internal/local/image"
+	"github.com/kubeonkube/kok/internal/local/versions"
+)
+
+// Binaries locates kok's own programs that go into images.
+type Binaries struct {
+	Manager string // kok-manager
+	Pause   string // kok-pause
+}
+
+// ImageSet is a group of images written to one tarball and imported at once.
+type ImageSet struct {
+	Name   string
+	Images []image.Spec
+}
+
+// KubeImage names the image of a Kubernetes component at a version.
+func KubeImage(component, version string) string {
+	return image.Prefix + component + ":" + version
+}
+
+// EtcdImage names the etcd image of a version.
+func EtcdImage(version string) string { return image.Prefix + "etcd:" + version }
+
+// CoreDNSImage names the CoreDNS image.
+func CoreDNSImage() string { return image.Prefix + "coredns:" + versions.CoreDNS }
+
+// ManagerImage names the kok-manager image of a binary: the tag carries the
+// binary's hash, so a rebuilt manager rolls out.
+func ManagerImage(bin string) (string, error) {
+	sum, err := fileHash(bin)
+	if err != nil {
+		return "", fmt.Errorf("kok-manager binary: %w (build it with 'make build')", err)
+	}
+	return image.Prefix + "kok-manager:dev-" + sum[:12], nil
+}
+
+// imageSets lists the images kok up provides: its own, and those of every
+// Kubernetes and etcd version that is built.
+func (c *Config) imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
+	managerRef, err := ManagerImage(bins.Manager)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(bins.Pause); err != nil {
+		return nil, fmt.Errorf("kok-pause binary: %w (build it with 'make build')", err)
+	}
+	sets := []ImageSet{{Name: "kok", Images: []image.Spec{
+		{Ref: PauseImage, Layers: [][]image.File{{{Src: bins.Pause, Dst: "/pause", Mode: 0o755}}}, Entrypoint: []string{"/pause"}},
+		{Ref: managerRef, Layers: [][]image.File{{{Src: bins.Manager, Dst: "/kok-manager", Mode: 0o755}, {Dst: "/tmp", Dir: true}}},
+			Entrypoint: []string{"/kok-manager"}},
+	}}}
+	corednsDir := b.Dir("coredns", versions.CoreDNS)
+	sets = append(sets, ImageSet{Name: "coredns-" + versions.CoreDNS, Images: []image.Spec{{
+		Ref: CoreDNSImage(), Layers: [][]image.File{{{Src: filepath.Join(corednsDir, "coredns"), Dst: "/coredns", Mode: 0o755}}},
+		Entrypoint: []string{"/coredns"},
+	}}})
+	for _, v := range versions.Kubernetes {
+		dir := b.Dir("kubernetes", v)
+		if _, err := os.Stat(filepath.Join(dir, build.KubeBinary)); err != nil {
+			continue
+		}
+		// One layer holds the multi-call binary and its links; every
+		// component image shares it.
+		layer := []image.File{{Src: filepath.Join(dir, build.KubeBinary), Dst: "/usr/local/bin/kube", Mode: 0o755}, {Dst: "/tmp", Dir: true}}
+		for _, comp := range build.KubeComponents {
+			layer = append(layer, image.File{Dst: "/usr/local/bin/" + comp, Link: "kube"})
+		}
+		set := ImageSet{Name: "kubernetes-" + v}
+		for _, comp := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl"} {
+			set.Images = append(set.Images, image.Spec{Ref: KubeImage(comp, v), Layers: [][]image.File{layer},
+				Entrypoint: []string{"/usr/local/bin/" + comp}})
+		}
+		sets = append(sets, set)
+	}
+	for _, v := range versions.Etcd {
+		dir := b.Dir("etcd", v)
+		if _, err := os.Stat(filepath.Join(dir, "etcd")); err != nil {
+			continue
+		}
+		var layer []image.File
+		for _, bin := range []string{"etcd", "etcdctl", "etcdutl"} {
+			layer = append(layer, image.File{Src: filepath.Join(dir, bin), Dst: "/usr/local/bin/" + bin, Mode: 0o755})
+		}
+		layer = append(layer, image.File{Dst: "/tmp", Dir: true}, image.File{Dst: "/var/lib/etcd", Dir: true})
+		sets = append(sets, ImageSet{Name: "etcd-" + v, Images: []image.Spec{{Ref: EtcdImage(v), Layers: [][]image.File{layer},
+			Entrypoint: []string{"/usr/local/bin/etcd"}}}})
+	}
+	return sets, nil
+}
+
+// ensureImages builds every image set and imports into containerd those it
+// does not hold yet. A record of what was imported, kept beside
+// containerd's root, makes a warm start skip the work.
+func (c *Config) ensureImages(ctx context.Context, b *build.Builder, bins Binaries, progress io.Writer) (int, error) {
+	sets, err := c.imageSets(b, bins)
+	if err != nil {
+		return 0, err
+	}
+	ctr := &image.Containerd{Address: c.ContainerdSocket(), Namespace: "k8s.io"}
+	have, err := ctr.Images(ctx)
+	if err != nil {
+		return 0, err
+	}
+	recordFile := filepath.Join(c.ContainerdDir(), "kok-images.json")
+	record := map[string]string{}
+	if data, err := os.ReadFile(recordFile); err == nil {
+		_ = json.Unmarshal(data, &record)
+	}
+	imported := 0
+	for _, set := range sets {
+		imgs := map[string]v1.Image{}
+		need := false
+		for _, spec := range set.Images {
+			key, err := specKey(spec)
+			if err != nil {
+				return imported, err
+			}
+			if _, ok := have[spec.Ref]; !ok || record[spec.Ref] != key {
+				need = true
+			}
+			record[spec.Ref] = key
+		}
+		if !need {
+			continue
+		}
+		for _, spec := range set.Images {
+			img, err := image.Build(spec)
+			if err != nil {
+				return imported, err
+			}
+			imgs[spec.Ref] = img
+		}
+		tarball := filepath.Join(c.CacheDir, "images", set.Name+".tar")
+		if err := os.MkdirAll(filepath.Dir(tarball), 0o755); err != nil {
+			return imported, err
+		}
+		if err := image.WriteTarball(tarball, imgs); err != nil {
+			return imported, fmt.Errorf("writing images %s: %w", set.Name, err)
+		}
+		if err := ctr.Import(ctx, tarball); err != nil {
+			return imported, err
+		}
+		_ = os.Remove(tarball)
+		refs := make([]string, 0, len(imgs))
+		for r := range imgs {
+			refs = append(refs, r)
+		}
+		sort.Strings(refs)
+		fmt.Fprintf(progress, "    imported %v\n", refs)
+		imported += len(imgs)
+		data, _ := json.MarshalIndent(record, "", "  ")
+		if err := writeFile(recordFile, data, 0o644); err != nil {
+			return imported, err
+		}
+	}
+	return imported, nil
+}
+
+// specKey identifies what an image is made of: its spec and the identity
+// (size, modification time) of each source file. Equal keys mean an equal
+// image, without reading the files.
+func specKey(spec image.Spec) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%q %q %q\n", spec.Entrypoint, spec.Cmd, spec.Env)
+	for _, layer := range spec.Layers {
+		for _, f := range layer {
+			fmt.Fprintf(h, "%s %s %o %s %v", f.Src, f.Dst, f.Mode, f.Link, f.Dir)
+			if f.Src != "" {
+				st, err := os.Stat(f.Src)
+				if err != nil {
+					return "", err
+				}
+				fmt.Fprintf(h, " %d %d", st.Size(), st.ModTime().UnixNano())
+			}
+			fmt.Fprintln(h)
+		}
+		fmt.Fprintln(h, "--")
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func fileHash(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

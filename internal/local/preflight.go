@@ -1,0 +1,184 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// AptPackages are the Debian packages the local meta cluster needs.
+var AptPackages = []string{"containerd", "runc", "containernetworking-plugins", "iptables", "conntrack", "iproute2", "kmod"}
+
+// requiredFiles are what the packages provide, checked before installing.
+var requiredFiles = map[string]string{
+	"containerd":              "containerd",
+	"ctr":                     "containerd",
+	"runc":                    "runc",
+	"/usr/lib/cni/bridge":     "containernetworking-plugins",
+	"/usr/lib/cni/host-local": "containernetworking-plugins",
+	"/usr/lib/cni/loopback":   "containernetworking-plugins",
+	"/usr/lib/cni/portmap":    "containernetworking-plugins",
+	"iptables":                "iptables",
+	"conntrack":               "conntrack",
+	"ip":                      "iproute2",
+	"nsenter":                 "util-linux",
+	"containerd-shim-runc-v2": "containerd",
+}
+
+// ports the meta cluster listens on, with their owners.
+var ports = []struct {
+	port  int
+	owner string
+}{
+	{2379, "etcd client"}, {2380, "etcd peer"}, {2381, "etcd metrics"},
+	{10248, "kubelet healthz"}, {10250, "kubelet"}, {10249, "kube-proxy metrics"},
+	{10256, "kube-proxy healthz"}, {10257, "kube-controller-manager"}, {10259, "kube-scheduler"},
+}
+
+// PreflightError is a failed check: what is wrong and how to fix it.
+type PreflightError struct{ Problem, Fix string }
+
+func (e *PreflightError) Error() string { return e.Problem + "\n  fix: " + e.Fix }
+
+// checkRoot: the meta cluster runs containerd, the kubelet and iptables.
+func checkRoot() error {
+	if os.Geteuid() != 0 {
+		return &PreflightError{"kok up must run as root: it starts containerd and the kubelet and sets up iptables and a bridge",
+			"run it as root, e.g. sudo kok up"}
+	}
+	return nil
+}
+
+func checkCgroups() error {
+	hs, err := cgroupHierarchies()
+	if err != nil || len(hs) == 0 {
+		return &PreflightError{"no cgroup filesystem is mounted under /sys/fs/cgroup; the kubelet cannot run pods without cgroups",
+			"mount the cgroup hierarchies (cgroup v1 controllers or cgroup2) under /sys/fs/cgroup"}
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return nil // cgroup v2
+	}
+	for _, c := range []string{"cpu", "memory", "pids", "cpuset"} {
+		if _, err := os.Stat("/sys/fs/cgroup/" + c); err != nil {
+			return &PreflightError{fmt.Sprintf("the %s cgroup controller is not mounted under /sys/fs/cgroup", c),
+				"mount it (mount -t cgroup -o " + c + " cgroup /sys/fs/cgroup/" + c + ")"}
+		}
+	}
+	return nil
+}
+
+// checkPorts reports the first port already taken by another process.
+func (c *Config) checkPorts() error {
+	all := append([]struct {
+		port  int
+		owner string
+	}{{c.APIServerPort, "kube-apiserver"}}, ports...)
+	for _, p := range all {
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", p.port))
+		if err != nil {
+			who := portOwner(p.port)
+			return &PreflightError{fmt.Sprintf("port %d (%s) is already in use%s", p.port, p.owner, who),
+				"stop whatever listens there (another Kubernetes? see 'ss -ltnp'), or 'kok down' if it is an old kok"}
+		}
+		l.Close()
+	}
+	return nil
+}
+
+func portOwner(port int) string {
+	out, err := exec.Command("ss", "-ltnpH", fmt.Sprintf("sport = :%d", port)).Output()
+	if err != nil || len(strings.TrimSpace(string(out))) == 0 {
+		return ""
+	}
+	line := strings.Fields(strings.Split(strings.TrimSpace(string(out)), "\n")[0])
+	return " by " + line[len(line)-1]
+}
+
+func missingPackages() []string {
+	seen := map[string]bool{}
+	var pkgs []string
+	for file, pkg := range requiredFiles {
+		var err error
+		if strings.HasPrefix(file, "/") {
+			_, err = os.Stat(file)
+		} else {
+			_, err = exec.LookPath(file)
+		}
+		if err != nil && !seen[pkg] {
+			seen[pkg] = true
+			pkgs = append(pkgs, pkg)
+		}
+	}
+	return pkgs
+}
+
+// ensurePackages installs missing Debian packages with apt-get.
+func ensurePackages(ctx context.Context, progress io.Writer) error {
+	missing := missingPackages()
+	if len(missing) == 0 {
+		return nil
+	}
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		return &PreflightError{fmt.Sprintf("missing packages %v and no apt-get to install them", missing),
+			"install containerd, runc, the CNI plugins (in /usr/lib/cni), iptables, conntrack and iproute2"}
+	}
+	fmt.Fprintf(progress, "    installing %s with apt-get\n", strings.Join(missing, " "))
+	install := func() error {
+		cmd := exec.CommandContext(ctx, "apt-get", append([]string{"install", "-y", "-q", "--no-install-recommends"}, AptPackages...)...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, tail(string(out), 600))
+		}
+		return nil
+	}
+	if err := install(); err != nil {
+		// The package lists may be missing or stale: refresh and retry.
+		if out, uerr := exec.CommandContext(ctx, "apt-get", "update", "-q").CombinedOutput(); uerr != nil {
+			return &PreflightError{"apt-get update failed, so missing packages cannot be installed: " + tail(string(out), 400),
+				"check the network path to the Debian mirror, or install by hand: apt-get install " + strings.Join(AptPackages, " ")}
+		}
+		if err := install(); err != nil {
+			return &PreflightError{"installing packages failed: " + err.Error(),
+				"install by hand: apt-get install " + strings.Join(AptPackages, " ")}
+		}
+	}
+	if m := missingPackages(); len(m) > 0 {
+		return &PreflightError{fmt.Sprintf("packages %v are installed but their programs are still missing", m),
+			"check PATH holds /usr/sbin and /usr/bin"}
+	}
+	return nil
+}
+
+// checkStateDir refuses a state directory that another tool owns.
+func checkStateDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return &PreflightError{fmt.Sprintf("state directory %s cannot be read: %v", dir, err), "choose another with --state-dir"}
+	}
+	if len(entries) > 0 {
+		if _, err := os.Stat(configFile(dir)); err != nil {
+			if _, perr := os.Stat(dir + "/pki"); perr != nil {
+				return &PreflightError{fmt.Sprintf("state directory %s is not empty and holds no kok state", dir),
+					"choose another with --state-dir, or empty it"}
+			}
+		}
+	}
+	return nil
+}
+
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}

@@ -1,0 +1,54 @@
+// Package versions pins the component versions the local meta cluster and the
+// test harness build from the Go module proxy. It is data: adding a version is
+// adding a line here (the business-cluster catalog lives in KubernetesVersion
+// objects, not here).
+package versions
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Kubernetes lists the Kubernetes releases kok builds, newest first.
+// Two minors are kept so that upgrades can be exercised.
+var Kubernetes = []string{"v1.34.4", "v1.33.13"}
+
+// Etcd lists the etcd releases kok builds, newest first.
+var Etcd = []string{"v3.6.16", "v3.5.35"}
+
+// CoreDNS is the CoreDNS release built for cluster DNS.
+const CoreDNS = "v1.14.7"
+
+// DefaultKubernetes is the version the meta cluster runs.
+func DefaultKubernetes() string { return Kubernetes[0] }
+
+// DefaultEtcd is the etcd version the meta cluster runs.
+func DefaultEtcd() string { return Etcd[0] }
+
+// StagingVersion maps a Kubernetes release (v1.34.4) to the version of its
+// staging modules (v0.34.4).
+func StagingVersion(k8s string) (string, error) {
+	if !strings.HasPrefix(k8s, "v1.") {
+		return "", fmt.Errorf("kubernetes version %q: want v1.MINOR.PATCH", k8s)
+	}
+	return "v0." + strings.TrimPrefix(k8s, "v1."), nil
+}
+
+// MajorMinor splits v1.34.4 into "1" and "34".
+func MajorMinor(v string) (major, minor string, err error) {
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	if len(parts) < 2 || parts[0] == "" || parts[1] == "" {
+		return "", "", fmt.Errorf("version %q: want vMAJOR.MINOR.PATCH", v)
+	}
+	return parts[0], parts[1], nil
+}
+
+// Known reports whether v is one of the listed versions.
+func Known(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

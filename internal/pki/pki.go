@@ -1,0 +1,172 @@
+// Package pki issues the certificate authorities, serving and client
+// certificates kok's clusters need. Keys are ECDSA P-256. CAs come from
+// k8s.io/client-go/util/cert; leaf certificates are signed here with
+// crypto/x509 because client-go offers no CA-signing helper.
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"net"
+	"time"
+
+	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/client-go/util/keyutil"
+)
+
+// DefaultLeafValidity is how long issued leaf certificates are valid.
+const DefaultLeafValidity = 365 * 24 * time.Hour
+
+// KeyPair is a certificate with its private key.
+type KeyPair struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+// CertSpec describes a leaf certificate.
+type CertSpec struct {
+	CommonName   string
+	Organization []string
+	DNSNames     []string
+	IPs          []net.IP
+	// Server and Client select the extended key usages.
+	Server, Client bool
+	// Validity defaults to DefaultLeafValidity.
+	Validity time.Duration
+}
+
+// NewKey makes a fresh ECDSA P-256 key.
+func NewKey() (crypto.Signer, error) {
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+}
+
+// NewCA makes a self-signed certificate authority (valid ten years).
+func NewCA(commonName string) (*KeyPair, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := certutil.NewSelfSignedCACert(certutil.Config{CommonName: commonName}, key)
+	if err != nil {
+		return nil, fmt.Errorf("creating CA %q: %w", commonName, err)
+	}
+	return &KeyPair{Cert: cert, Key: key}, nil
+}
+
+// Issue signs a new leaf certificate with ca.
+func (ca *KeyPair) Issue(spec CertSpec) (*KeyPair, error) {
+	if spec.CommonName == "" {
+		return nil, errors.New("certificate needs a common name")
+	}
+	if !spec.Server && !spec.Client {
+		return nil, fmt.Errorf("certificate %q needs server or client usage", spec.CommonName)
+	}
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).SetInt64(math.MaxInt64))
+	if err != nil {
+		return nil, err
+	}
+	validity := spec.Validity
+	if validity == 0 {
+		validity = DefaultLeafValidity
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: spec.CommonName, Organization: spec.Organization},
+		DNSNames:     spec.DNSNames,
+		IPAddresses:  spec.IPs,
+		NotBefore:    now.Add(-5 * time.Minute).UTC(),
+		NotAfter:     now.Add(validity).UTC(),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+	}
+	if spec.Server {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	if spec.Client {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("signing %q: %w", spec.CommonName, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &KeyPair{Cert: cert, Key: key}, nil
+}
+
+// CertPEM encodes the certificate.
+func (kp *KeyPair) CertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: certutil.CertificateBlockType, Bytes: kp.Cert.Raw})
+}
+
+// KeyPEM encodes the private key.
+func (kp *KeyPair) KeyPEM() ([]byte, error) {
+	return keyutil.MarshalPrivateKeyToPEM(kp.Key)
+}
+
+// ParseKeyPair decodes a PEM certificate and key.
+func ParseKeyPair(certPEM, keyPEM []byte) (*KeyPair, error) {
+	certs, err := certutil.ParseCertsPEM(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	key, err := keyutil.ParsePrivateKeyPEM(keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("private key cannot sign")
+	}
+	return &KeyPair{Cert: certs[0], Key: signer}, nil
+}
+
+// NeedsRenewal reports whether cert has less than fraction of its lifetime
+// left at now, or is not yet valid.
+func NeedsRenewal(cert *x509.Certificate, fraction float64, now time.Time) bool {
+	if now.Before(cert.NotBefore) {
+		return true
+	}
+	life := cert.NotAfter.Sub(cert.NotBefore)
+	left := cert.NotAfter.Sub(now)
+	return float64(left) < fraction*float64(life)
+}
+
+// Covers reports whether cert is valid for every DNS name and IP given.
+func Covers(cert *x509.Certificate, dnsNames []string, ips []net.IP) bool {
+	for _, n := range dnsNames {
+		if cert.VerifyHostname(n) != nil {
+			return false
+		}
+	}
+	for _, ip := range ips {
+		if cert.VerifyHostname(ip.String()) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// PublicKeyPEM encodes the public half of key (for service-account keys).
+func PublicKeyPEM(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+}
