@@ -108,8 +108,10 @@ func (c *Config) processes(b *build.Builder) []*supervisor.Process {
 				"profiling", "false",
 				"v", "1",
 			)...),
-			Ready:     httpReady(fmt.Sprintf("https://127.0.0.1:%d/readyz", c.APIServerPort)),
-			StopGrace: 20 * time.Second,
+			Ready: httpReady(fmt.Sprintf("https://127.0.0.1:%d/readyz", c.APIServerPort)),
+			// Its state is in etcd; after draining requests it can linger
+			// in shutdown, so it gets a short grace.
+			StopGrace: 5 * time.Second,
 		},
 		{
 			Name: ControllerManager, Path: kube, After: []string{APIServer},

@@ -102,7 +102,7 @@ func (c *Config) cleanupHost(ctx context.Context, b *build.Builder) {
 			cancel()
 		}
 	}
-	removeCNIRules(ctx)
+	removeNodeChains(ctx)
 	if err := unmountUnder(c.StateDir, c.RunDir); err != nil {
 		log.Printf("warning: %v", err)
 	}

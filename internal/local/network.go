@@ -149,9 +149,23 @@ func (c *Config) removeHostNetwork(ctx context.Context) {
 	_, _ = run(ctx, "ip", "link", "del", c.Bridge)
 }
 
-// removeCNIRules deletes the iptables chains CNI plugins created (CNI-*) and
-// the rules that jump to them.
-func removeCNIRules(ctx context.Context) {
+// nodeChainPrefixes name the iptables chains the node's own programs create:
+// CNI plugins (CNI-*), the kubelet and kube-proxy (KUBE-*).
+var nodeChainPrefixes = []string{"CNI-", "KUBE-"}
+
+func isNodeChain(name string) bool {
+	for _, p := range nodeChainPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// removeNodeChains deletes the iptables chains the node's programs created
+// and the rules that jump to them. kok up refuses to start next to another
+// Kubernetes node (its ports would be taken), so these chains are kok's.
+func removeNodeChains(ctx context.Context) {
 	for _, table := range []string{"nat", "filter", "mangle"} {
 		out, err := run(ctx, "iptables", "-w", "-t", table, "-S")
 		if err != nil {
@@ -160,12 +174,12 @@ func removeCNIRules(ctx context.Context) {
 		var chains []string
 		for _, l := range strings.Split(out, "\n") {
 			f := splitRule(l)
-			if len(f) >= 2 && f[0] == "-N" && strings.HasPrefix(f[1], "CNI-") {
+			if len(f) >= 2 && f[0] == "-N" && isNodeChain(f[1]) {
 				chains = append(chains, f[1])
 			}
-			if len(f) >= 4 && f[0] == "-A" && !strings.HasPrefix(f[1], "CNI-") {
+			if len(f) >= 4 && f[0] == "-A" && !isNodeChain(f[1]) {
 				for i := 0; i+1 < len(f); i++ {
-					if f[i] == "-j" && strings.HasPrefix(f[i+1], "CNI-") {
+					if f[i] == "-j" && isNodeChain(f[i+1]) {
 						_, _ = run(ctx, "iptables", append([]string{"-w", "-t", table, "-D"}, f[1:]...)...)
 					}
 				}

@@ -15,7 +15,6 @@ import (
 	"text/template"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -82,7 +81,9 @@ func (p *progress) info(format string, args ...any) {
 }
 
 // SupervisorPidFile is the pid file of the supervisor of a state directory.
-func SupervisorPidFile(stateDir string) string { return filepath.Join(stateDir, "run", "supervisor.pid") }
+func SupervisorPidFile(stateDir string) string {
+	return filepath.Join(stateDir, "run", "supervisor.pid")
+}
 
 // Up brings the local meta cluster up, or reports that it already runs.
 func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
@@ -207,13 +208,13 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if err := waitNodeReady(waitCtx, cs, c.NodeName); err != nil {
+	if err := waitNodeReady(waitCtx, cs, c.NodeName, p.start); err != nil {
 		return fail(err)
 	}
 	p.done("node " + c.NodeName + " Ready")
 
 	for _, d := range []struct{ ns, name string }{{"kube-system", "coredns"}, {"kok-system", "kok-manager"}} {
-		if err := waitDeployment(waitCtx, cs, d.ns, d.name); err != nil {
+		if err := waitDeployment(waitCtx, cs, d.ns, d.name, p.start); err != nil {
 			return fail(err)
 		}
 	}
@@ -368,7 +369,10 @@ func retryApply(ctx context.Context, cl client.Client, manifests []byte) error {
 	}
 }
 
-func waitNodeReady(ctx context.Context, cs kubernetes.Interface, name string) error {
+// waitNodeReady waits for the node to be Ready with a kubelet that renewed
+// its node lease after since, so a status left from before a restart does
+// not count.
+func waitNodeReady(ctx context.Context, cs kubernetes.Interface, name string, since time.Time) error {
 	var last string
 	for {
 		node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
@@ -377,7 +381,12 @@ func waitNodeReady(ctx context.Context, cs kubernetes.Interface, name string) er
 			for _, cond := range node.Status.Conditions {
 				if cond.Type == corev1.NodeReady {
 					if cond.Status == corev1.ConditionTrue {
-						return nil
+						lease, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, name, metav1.GetOptions{})
+						if err == nil && lease.Spec.RenewTime != nil && !lease.Spec.RenewTime.Time.Before(since.Truncate(time.Second)) {
+							return nil
+						}
+						last = "kubelet has not renewed its lease yet"
+						continue
 					}
 					last = cond.Reason + ": " + cond.Message
 				}
@@ -395,15 +404,23 @@ func waitNodeReady(ctx context.Context, cs kubernetes.Interface, name string) er
 	}
 }
 
-func waitDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string) error {
+// waitDeployment waits until every replica of a Deployment is a pod that
+// became Ready after since: a Deployment status left from before a restart
+// does not count.
+func waitDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string, since time.Time) error {
 	var last string
 	for {
 		d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 		if err == nil {
-			if deploymentReady(d) {
+			want := int32(1)
+			if d.Spec.Replicas != nil {
+				want = *d.Spec.Replicas
+			}
+			ready, err := freshReadyPods(ctx, cs, ns, d.Spec.Selector, since)
+			if err == nil && ready >= want && d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == want {
 				return nil
 			}
-			last = fmt.Sprintf("%d/%d ready", d.Status.ReadyReplicas, *d.Spec.Replicas)
+			last = fmt.Sprintf("%d/%d pods ready", ready, want)
 		} else {
 			last = err.Error()
 		}
@@ -415,11 +432,22 @@ func waitDeployment(ctx context.Context, cs kubernetes.Interface, ns, name strin
 	}
 }
 
-func deploymentReady(d *appsv1.Deployment) bool {
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
+func freshReadyPods(ctx context.Context, cs kubernetes.Interface, ns string, sel *metav1.LabelSelector, since time.Time) (int32, error) {
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(sel)})
+	if err != nil {
+		return 0, err
 	}
-	return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == want &&
-		d.Status.ReadyReplicas == want && d.Status.AvailableReplicas == want
+	var n int32
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue &&
+				!cond.LastTransitionTime.Time.Before(since.Truncate(time.Second)) {
+				n++
+			}
+		}
+	}
+	return n, nil
 }
