@@ -50,8 +50,8 @@ test: vet build assets ## Everything: unit + envtest + e2e
 	KUBEBUILDER_ASSETS=$$($(BIN)/kok envtest-assets) go test -tags envtest ./... -count=1
 	go test -tags e2e ./test/e2e/... -count=1 -v -timeout 60m
 
-bench: build assets ## Benchmarks; results under bench/results/
-	go run ./bench -out bench/results
+bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up)
+	go run ./bench -out bench/results $(if $(COLD),-cold)
 
 clean: ## Remove bin/
 	rm -rf $(BIN)

@@ -29,6 +29,9 @@ type DownOptions struct {
 // Only processes recorded in kok's pid files, the shims of kok's containerd
 // and processes in kok's pod cgroups are signalled.
 func Down(ctx context.Context, o DownOptions) error {
+	if err := checkRoot(); err != nil {
+		return err
+	}
 	c, err := LoadConfig(o.StateDir)
 	if errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(o.Out, "no kok meta cluster in %s\n", o.StateDir)
@@ -41,9 +44,6 @@ func Down(ctx context.Context, o DownOptions) error {
 		d := DefaultConfig()
 		d.StateDir = o.StateDir
 		c = &d
-	}
-	if err := checkRoot(); err != nil {
-		return err
 	}
 	start := time.Now()
 	if id, alive := proc.Alive(SupervisorPidFile(c.StateDir)); alive {

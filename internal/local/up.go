@@ -88,6 +88,9 @@ func SupervisorPidFile(stateDir string) string {
 // Up brings the local meta cluster up, or reports that it already runs.
 func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	p := &progress{out: o.Out, start: time.Now(), last: time.Now()}
+	if err := checkRoot(); err != nil {
+		return nil, err
+	}
 	c := o.Config
 	if saved, err := LoadConfig(c.StateDir); err == nil {
 		// The saved address plan wins: it is what the PKI and data match.
@@ -103,9 +106,6 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		o.Timeout = 5 * time.Minute
 	}
 
-	if err := checkRoot(); err != nil {
-		return nil, err
-	}
 	if _, alive := proc.Alive(SupervisorPidFile(c.StateDir)); alive {
 		if err := httpReady(c.APIServerURL() + "/readyz")(ctx); err == nil {
 			fmt.Fprintf(o.Out, "kok meta cluster is already running (state %s)\n  export KUBECONFIG=%s\n", c.StateDir, c.Kubeconfig())

@@ -1,0 +1,238 @@
+// Command bench measures kok and writes results under bench/results/.
+//
+// Platform (issue: kok up): time of `kok up` cold (empty Go and kok caches,
+// with -cold), warm from an empty state directory (binaries built, images
+// not yet imported), warm restart (kok down, then kok up on the kept state),
+// time to node Ready, and the memory (RSS) of each component.
+//
+//	go run ./bench -out bench/results [-cold]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/kubeonkube/kok/internal/local"
+	"github.com/kubeonkube/kok/internal/local/build"
+	"github.com/kubeonkube/kok/internal/local/proc"
+)
+
+// Run is one measured kok up.
+type Run struct {
+	Name        string         `json:"name"`
+	Seconds     float64        `json:"seconds"`
+	NodeReadyS  float64        `json:"nodeReadySeconds"`
+	Steps       []local.Step   `json:"steps"`
+	Description string         `json:"description"`
+	Err         string         `json:"error,omitempty"`
+	RSSMiB      map[string]int `json:"rssMiB,omitempty"`
+}
+
+// Result is what one bench invocation writes.
+type Result struct {
+	Benchmark string    `json:"benchmark"`
+	Time      time.Time `json:"time"`
+	Commit    string    `json:"commit"`
+	Machine   Machine   `json:"machine"`
+	Runs      []Run     `json:"runs"`
+	Goals     []string  `json:"goals"`
+}
+
+// Machine describes where the numbers were taken.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	MemoryGiB int    `json:"memoryGiB"`
+	Kernel    string `json:"kernel"`
+	Go        string `json:"go"`
+	CPUModel  string `json:"cpuModel"`
+}
+
+func main() {
+	out := flag.String("out", "bench/results", "directory for result files")
+	cold := flag.Bool("cold", false, "also measure a cold kok up: empty Go build cache and kok cache (rebuilds Kubernetes; ≈15 min on 2 cores)")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		log.Fatal("bench runs kok up: run it as root")
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		log.Fatal(err)
+	}
+	kokBin := filepath.Join(root, "bin", "kok")
+	if _, err := os.Stat(kokBin); err != nil {
+		log.Fatalf("%s missing: make build", kokBin)
+	}
+	if _, alive := proc.Alive(local.SupervisorPidFile(local.DefaultConfig().StateDir)); alive {
+		log.Fatal("a kok meta cluster runs from /var/lib/kok: kok down first, the bench needs the ports")
+	}
+	res := &Result{Benchmark: "platform: kok up", Time: time.Now().UTC(), Commit: gitCommit(), Machine: machine(),
+		Goals: []string{"warm kok up ≤ 60 s to node Ready and kok-manager Ready", "cold kok up ≤ 15 min on 2 cores"}}
+
+	cacheDir := os.Getenv("KOK_CACHE_DIR")
+	if cacheDir == "" {
+		cacheDir = local.DefaultConfig().CacheDir
+	}
+	if *cold {
+		tmpCache, _ := os.MkdirTemp("/var/tmp", "kok-bench-cache-")
+		goCache, _ := os.MkdirTemp("/var/tmp", "kok-bench-gocache-")
+		os.Setenv("GOCACHE", goCache)
+		r := measure("cold", "empty GOCACHE and kok cache: builds Kubernetes, etcd, CoreDNS, then kok up from an empty state dir",
+			kokBin, tmpCache, true)
+		res.Runs = append(res.Runs, r)
+		os.Unsetenv("GOCACHE")
+		os.RemoveAll(tmpCache)
+		os.RemoveAll(goCache)
+	}
+	res.Runs = append(res.Runs, measure("warm-fresh", "binaries cached, empty state dir (images imported into a new containerd)", kokBin, cacheDir, false))
+	for _, r := range res.Runs {
+		fmt.Printf("%-12s %6.1fs  node Ready at %5.1fs  %s\n", r.Name, r.Seconds, r.NodeReadyS, r.Err)
+	}
+	write(*out, res)
+}
+
+// measure runs kok up from an empty state dir; when restart is false it also
+// measures a warm restart (down, up) on the same state.
+func measure(name, desc, kokBin, cacheDir string, coldOnly bool) Run {
+	stateDir, _ := os.MkdirTemp("/var/lib", "kok-bench-")
+	defer func() {
+		_ = local.Down(context.Background(), local.DownOptions{StateDir: stateDir, Purge: true, Builder: builder(cacheDir), Out: io.Discard})
+	}()
+	first := up(name, desc, kokBin, stateDir, cacheDir)
+	if first.Err != "" || coldOnly {
+		return first
+	}
+	first.RSSMiB = rss(stateDir)
+	if err := local.Down(context.Background(), local.DownOptions{StateDir: stateDir, Builder: builder(cacheDir), Out: io.Discard}); err != nil {
+		first.Err = err.Error()
+		return first
+	}
+	restart := up("warm-restart", "kok down, then kok up on the kept state (images present)", kokBin, stateDir, cacheDir)
+	restart.RSSMiB = rss(stateDir)
+	// Report the restart as the headline warm number, with the fresh one
+	// kept in its steps.
+	restart.Steps = append([]local.Step{{Name: fmt.Sprintf("(warm-fresh total %.1fs, node Ready at %.1fs)", first.Seconds, first.NodeReadyS)}}, restart.Steps...)
+	return restart
+}
+
+func up(name, desc, kokBin, stateDir, cacheDir string) Run {
+	cfg := local.DefaultConfig()
+	cfg.StateDir, cfg.CacheDir = stateDir, cacheDir
+	bins := local.Binaries{Manager: filepath.Join(filepath.Dir(kokBin), "kok-manager"), Pause: filepath.Join(filepath.Dir(kokBin), "kok-pause")}
+	start := time.Now()
+	r, err := local.Up(context.Background(), local.UpOptions{Config: cfg, Bins: bins, Builder: builder(cacheDir), Self: kokBin, Out: os.Stdout, Timeout: 30 * time.Minute})
+	run := Run{Name: name, Description: desc, Seconds: time.Since(start).Seconds()}
+	if err != nil {
+		run.Err = err.Error()
+		return run
+	}
+	run.Steps = r.Steps
+	var acc time.Duration
+	for _, s := range r.Steps {
+		acc += s.Duration
+		if strings.HasPrefix(s.Name, "node ") {
+			run.NodeReadyS = acc.Seconds()
+		}
+	}
+	return run
+}
+
+func builder(cacheDir string) *build.Builder {
+	return &build.Builder{CacheDir: cacheDir, Log: io.Discard, Progress: os.Stdout}
+}
+
+func rss(stateDir string) map[string]int {
+	comps, _, err := local.Components(stateDir)
+	if err != nil {
+		return nil
+	}
+	m := map[string]int{}
+	total := 0
+	for _, c := range comps {
+		m[c.Name] = int(c.RSS >> 20)
+		total += int(c.RSS >> 20)
+	}
+	m["total"] = total
+	return m
+}
+
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	if out, err := exec.Command("uname", "-r").Output(); err == nil {
+		m.Kernel = strings.TrimSpace(string(out))
+	}
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int
+		fmt.Sscanf(strings.SplitN(string(data), "\n", 2)[0], "MemTotal: %d kB", &kb)
+		m.MemoryGiB = (kb + 512*1024) >> 20
+	}
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				m.CPUModel = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	return m
+}
+
+func write(dir string, res *Result) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	data, _ := json.MarshalIndent(res, "", "  ")
+	name := filepath.Join(dir, fmt.Sprintf("platform-%s-%s.json", res.Time.Format("20060102-150405"), res.Commit))
+	if err := os.WriteFile(name, data, 0o644); err != nil {
+		log.Fatal(err)
+	}
+	// A readable summary of the latest run.
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Platform benchmark: kok up\n\n%s, commit %s, %d CPUs (%s), %d GiB, kernel %s, %s\n\n",
+		res.Time.Format(time.RFC3339), res.Commit, res.Machine.CPUs, res.Machine.CPUModel, res.Machine.MemoryGiB, res.Machine.Kernel, res.Machine.Go)
+	fmt.Fprintf(&b, "Goals: %s.\n\n| run | total | node Ready at | what |\n|---|---|---|---|\n", strings.Join(res.Goals, "; "))
+	for _, r := range res.Runs {
+		fmt.Fprintf(&b, "| %s | %.1fs | %.1fs | %s%s |\n", r.Name, r.Seconds, r.NodeReadyS, r.Description, errNote(r.Err))
+	}
+	for _, r := range res.Runs {
+		fmt.Fprintf(&b, "\n## %s steps\n\n", r.Name)
+		for _, s := range r.Steps {
+			fmt.Fprintf(&b, "- %s: %.1fs\n", s.Name, s.Duration.Seconds())
+		}
+		if len(r.RSSMiB) > 0 {
+			fmt.Fprintf(&b, "\nRSS (MiB) after kok up:")
+			for _, c := range append(local.ComponentNames, "total") {
+				fmt.Fprintf(&b, " %s %d;", c, r.RSSMiB[c])
+			}
+			fmt.Fprintln(&b)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "platform.md"), []byte(b.String()), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("results: %s and %s\n", name, filepath.Join(dir, "platform.md"))
+}
+
+func errNote(e string) string {
+	if e == "" {
+		return ""
+	}
+	return " — FAILED: " + strings.SplitN(e, "\n", 2)[0]
+}

@@ -1,0 +1,68 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kubeonkube/kok/internal/local"
+	"github.com/kubeonkube/kok/internal/local/proc"
+)
+
+// TestUpRefusesBadConditions: kok up explains what is wrong and how to fix
+// it, exits non-zero, and leaves nothing running.
+func TestUpRefusesBadConditions(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the e2e tests need root")
+	}
+	t.Run("not root", func(t *testing.T) {
+		state := t.TempDir()
+		cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", kokBin(t), "up", "--state-dir", state)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("kok up as nobody succeeded:\n%s", out)
+		}
+		if !strings.Contains(string(out), "must run as root") {
+			t.Fatalf("want a message about root, got:\n%s", out)
+		}
+	})
+	t.Run("port taken", func(t *testing.T) {
+		l, err := net.Listen("tcp", ":10259")
+		if err != nil {
+			t.Skipf("cannot hold port 10259 for the test: %v", err)
+		}
+		defer l.Close()
+		state := filepath.Join(t.TempDir(), "state")
+		out, err := kok(t, state, "up")
+		if err == nil {
+			t.Fatalf("kok up with port 10259 taken succeeded")
+		}
+		if !strings.Contains(out, "10259") || !strings.Contains(out, "fix:") {
+			t.Fatalf("want the port and a fix named, got:\n%s", out)
+		}
+		if _, alive := proc.Alive(local.SupervisorPidFile(state)); alive {
+			t.Fatal("a supervisor was left running")
+		}
+		if err := exec.Command("ip", "link", "show", "kok0").Run(); err == nil {
+			t.Fatal("the bridge was created although kok up refused to start")
+		}
+	})
+	t.Run("foreign state directory", func(t *testing.T) {
+		state := t.TempDir()
+		if err := os.WriteFile(filepath.Join(state, "precious.txt"), []byte("not kok's"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := kok(t, state, "up")
+		if err == nil || !strings.Contains(out, "holds no kok state") {
+			t.Fatalf("want a refusal naming the directory, got err=%v:\n%s", err, out)
+		}
+		if _, err := os.Stat(filepath.Join(state, "precious.txt")); err != nil {
+			t.Fatal("kok up touched a file it does not own")
+		}
+	})
+}
