@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -127,6 +128,16 @@ func (b *Builder) Ensure(ctx context.Context, p *Product) (string, error) {
 	if b.Cached(p) {
 		return dir, nil
 	}
+	// One build of a product at a time, across processes; whoever waited
+	// finds the other's result.
+	unlock, err := lockFile(dir + ".lock")
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if b.Cached(p) {
+		return dir, nil
+	}
 	start := time.Now()
 	b.progress("building %s %s from the Go module proxy (first time only; Kubernetes takes ≈6 min on 2 cores)", p.Name, p.Version)
 	src := b.srcDir(p.Name, p.Version)
@@ -221,3 +232,22 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 }
 
 func (t *tailBuffer) String() string { return string(t.buf) }
+
+// lockFile takes an exclusive advisory lock, waiting for other holders.
+func lockFile(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
