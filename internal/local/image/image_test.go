@@ -17,11 +17,11 @@ func TestImagesShareEqualLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	layer := []File{{Src: bin, Dst: "/usr/local/bin/tool", Mode: 0o755}, {Dst: "/usr/local/bin/alias", Link: "tool"}, {Dst: "/tmp", Dir: true}}
-	a, err := Build(Spec{Ref: Prefix + "a:v1", Layers: [][]File{layer}, Entrypoint: []string{"/usr/local/bin/tool"}})
+	a, err := Build(Spec{Ref: Prefix + "aa:v1", Layers: [][]File{layer}, Entrypoint: []string{"/usr/local/bin/tool"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Build(Spec{Ref: Prefix + "b:v1", Layers: [][]File{layer}, Entrypoint: []string{"/usr/local/bin/alias"}})
+	b, err := Build(Spec{Ref: Prefix + "bb:v1", Layers: [][]File{layer}, Entrypoint: []string{"/usr/local/bin/alias"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestImagesShareEqualLayers(t *testing.T) {
 	}
 
 	out := filepath.Join(dir, "images.tar")
-	if err := WriteTarball(out, map[string]v1.Image{Prefix + "a:v1": a, Prefix + "b:v1": b}); err != nil {
+	if err := WriteTarball(out, map[string]v1.Image{Prefix + "aa:v1": a, Prefix + "bb:v1": b}); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := os.Stat(out); err != nil || st.Size() == 0 {
