@@ -7,8 +7,9 @@ KOK_CACHE_DIR ?= /var/cache/kok
 export KOK_CACHE_DIR
 GO_LDFLAGS := -s -w
 BIN := bin
+CONTROLLER_GEN ?= go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0
 
-.PHONY: help build up down status test unit envtest e2e bench fmt vet manifests assets clean
+.PHONY: help build up down status test unit envtest e2e bench fmt vet generate assets clean
 
 help: ## Show targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -30,6 +31,11 @@ status: build ## Show the local meta cluster
 assets: build ## Build every pinned Kubernetes/etcd version (envtest and e2e need them)
 	$(BIN)/kok build --all
 	$(BIN)/kok envtest-assets > /dev/null
+
+generate: ## Regenerate deepcopy code and CRD/RBAC manifests from the API types
+	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) crd:allowDangerousTypes=false rbac:roleName=kok-manager paths=./api/... paths=./internal/... \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
 fmt: ## gofmt
 	gofmt -w $$(git ls-files '*.go')

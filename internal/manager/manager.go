@@ -15,6 +15,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 )
 
 // Setup registers one operator's controllers with the manager.
@@ -54,6 +56,7 @@ var Registry = map[string]Setup{}
 func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(etcdv1.AddToScheme(s))
 	return s
 }
 

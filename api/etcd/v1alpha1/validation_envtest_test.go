@@ -1,0 +1,121 @@
+//go:build envtest
+
+package v1alpha1_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+)
+
+func startEnv(t *testing.T) client.Client {
+	t.Helper()
+	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = etcdv1.AddToScheme(s)
+	c, err := client.New(cfg, client.Options{Scheme: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestEtcdClusterAdmission(t *testing.T) {
+	c := startEnv(t)
+	ctx := context.Background()
+
+	newCluster := func(name string, mutate func(*etcdv1.EtcdCluster)) *etcdv1.EtcdCluster {
+		e := &etcdv1.EtcdCluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}}
+		e.Spec.Replicas = 3
+		e.Spec.Version = "v3.6.16"
+		if mutate != nil {
+			mutate(e)
+		}
+		return e
+	}
+
+	t.Run("defaults", func(t *testing.T) {
+		e := &etcdv1.EtcdCluster{ObjectMeta: metav1.ObjectMeta{Name: "defaults", Namespace: "default"}}
+		// Replicas and version are zero here; send them absent so the
+		// API defaults apply.
+		u := map[string]any{"apiVersion": etcdv1.GroupVersion.String(), "kind": "EtcdCluster",
+			"metadata": map[string]any{"name": "defaults", "namespace": "default"}, "spec": map[string]any{}}
+		if err := c.Create(ctx, unstructuredFrom(u)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Spec.Replicas != 3 || e.Spec.Version != "v3.6.16" || e.Spec.Storage.Size.String() != "1Gi" {
+			t.Fatalf("defaults not applied: %+v", e.Spec)
+		}
+	})
+
+	rejected := []struct {
+		name    string
+		mutate  func(*etcdv1.EtcdCluster)
+		message string
+	}{
+		{"zero replicas", func(e *etcdv1.EtcdCluster) { e.Spec.Replicas = 0 }, "replicas must be 1, 3, 5 or 7"},
+		{"even replicas", func(e *etcdv1.EtcdCluster) { e.Spec.Replicas = 4 }, "replicas must be 1, 3, 5 or 7"},
+		{"too many replicas", func(e *etcdv1.EtcdCluster) { e.Spec.Replicas = 9 }, "replicas must be 1, 3, 5 or 7"},
+		{"unknown version", func(e *etcdv1.EtcdCluster) { e.Spec.Version = "v3.4.0" }, "unsupported etcd version: use one of"},
+		{"emptyDir with class", func(e *etcdv1.EtcdCluster) {
+			cls := "fast"
+			e.Spec.Storage = etcdv1.EtcdStorage{EmptyDir: true, StorageClassName: &cls, Size: resource.MustParse("1Gi")}
+		}, "storageClassName has no meaning"},
+	}
+	for i, tc := range rejected {
+		t.Run(tc.name, func(t *testing.T) {
+			err := c.Create(ctx, newCluster("bad-"+string(rune('a'+i)), tc.mutate))
+			if err == nil || !strings.Contains(err.Error(), tc.message) {
+				t.Fatalf("want rejection with %q, got %v", tc.message, err)
+			}
+		})
+	}
+
+	t.Run("downgrade refused, upgrade allowed", func(t *testing.T) {
+		e := newCluster("upgrade", func(e *etcdv1.EtcdCluster) { e.Spec.Version = "v3.5.35" })
+		if err := c.Create(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		e.Spec.Version = "v3.6.16"
+		if err := c.Update(ctx, e); err != nil {
+			t.Fatalf("one-minor upgrade refused: %v", err)
+		}
+		e.Spec.Version = "v3.5.35"
+		err := c.Update(ctx, e)
+		if err == nil || !strings.Contains(err.Error(), "cannot be downgraded") {
+			t.Fatalf("want downgrade refused, got %v", err)
+		}
+	})
+
+	t.Run("storage immutable", func(t *testing.T) {
+		e := newCluster("storage", nil)
+		if err := c.Create(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		e.Spec.Storage.Size = resource.MustParse("5Gi")
+		err := c.Update(ctx, e)
+		if err == nil || !strings.Contains(err.Error(), "spec.storage is immutable") {
+			t.Fatalf("want storage change refused, got %v", err)
+		}
+	})
+}
