@@ -55,3 +55,41 @@ func TestEnsureReportsBuildErrors(t *testing.T) {
 		t.Fatal("a failed build must not leave an output directory")
 	}
 }
+
+// TestKubeMainMirrorsUpstreamConstructors: constructor signatures differ
+// between releases (the kubelet's took a context from 1.34 on); the
+// generated main calls each the way that release's own main does.
+func TestKubeMainMirrorsUpstreamConstructors(t *testing.T) {
+	mod := t.TempDir()
+	mains := map[string]string{
+		"cmd/kube-apiserver/apiserver.go":                   "command := app.NewAPIServerCommand()",
+		"cmd/kube-controller-manager/controller-manager.go": "command := app.NewControllerManagerCommand()",
+		"cmd/kube-scheduler/scheduler.go":                   "command := app.NewSchedulerCommand()",
+		"cmd/kube-proxy/proxy.go":                           "command := app.NewProxyCommand()",
+		"cmd/kubelet/kubelet.go":                            "command := app.NewKubeletCommand(context.Background())",
+	}
+	for f, body := range mains {
+		p := filepath.Join(mod, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("package main\n\nfunc main() {\n\t"+body+"\n}\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, err := kubeMainFor(mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`"kubelet": func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },`,
+		`"kube-scheduler": func() *cobra.Command { return scheduler.NewSchedulerCommand() },`,
+	} {
+		if !strings.Contains(src, want) {
+			t.Errorf("generated main lacks %s", want)
+		}
+	}
+	if strings.Contains(src, "{{COMMANDS}}") {
+		t.Error("placeholder left in generated main")
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -54,13 +56,10 @@ import (
 	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
+var _ = context.Background
+
 var commands = map[string]func() *cobra.Command{
-	"kube-apiserver":          apiserver.NewAPIServerCommand,
-	"kube-controller-manager": kcm.NewControllerManagerCommand,
-	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
-	"kube-proxy":              proxy.NewProxyCommand,
-	"kubelet":                 func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },
-}
+{{COMMANDS}}}
 
 func main() {
 	name := filepath.Base(os.Args[0])
@@ -95,9 +94,17 @@ func Kubernetes(ctx context.Context, goCmd, version string) (*Product, error) {
 	if err != nil {
 		return nil, err
 	}
-	gomod, err := downloadGoMod(ctx, goCmd, "k8s.io/kubernetes", version)
+	info, err := download(ctx, goCmd, "k8s.io/kubernetes", version)
 	if err != nil {
 		return nil, err
+	}
+	gomod, err := os.ReadFile(info.GoMod)
+	if err != nil {
+		return nil, err
+	}
+	main, err := kubeMainFor(info.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("k8s.io/kubernetes@%s: %w", version, err)
 	}
 	mf, err := modfile.Parse("go.mod", gomod, nil)
 	if err != nil {
@@ -138,7 +145,7 @@ func Kubernetes(ctx context.Context, goCmd, version string) (*Product, error) {
 		Name:     "kubernetes",
 		Version:  version,
 		GoMod:    buf.String(),
-		Files:    map[string]string{"main.go": kubeMain},
+		Files:    map[string]string{"main.go": main},
 		Binaries: map[string]string{KubeBinary: "."},
 		Links:    links,
 		LDFlags:  "-s -w " + strings.Join(ld, " "),
@@ -182,25 +189,66 @@ func CoreDNS(version string) *Product {
 	}
 }
 
-// downloadGoMod fetches a module's go.mod through the module proxy.
-func downloadGoMod(ctx context.Context, goCmd, path, version string) ([]byte, error) {
+// moduleInfo is what `go mod download -json` reports.
+type moduleInfo struct{ GoMod, Dir, Error string }
+
+// download fetches a module through the module proxy.
+func download(ctx context.Context, goCmd, path, version string) (*moduleInfo, error) {
 	if goCmd == "" {
 		goCmd = "go"
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goCmd, "mod", "download", "-json", path+"@"+version)
 	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local", "GOWORK=off")
 	cmd.Dir = os.TempDir()
 	out, err := cmd.Output()
-	var info struct{ GoMod, Error string }
+	var info moduleInfo
 	if jerr := json.Unmarshal(out, &info); jerr == nil && info.Error != "" {
 		return nil, fmt.Errorf("downloading %s@%s: %s (is the Go module proxy reachable? see GOPROXY)", path, version, info.Error)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("downloading %s@%s: %w (is the Go module proxy reachable? see GOPROXY)", path, version, err)
 	}
-	return os.ReadFile(info.GoMod)
+	return &info, nil
+}
+
+// componentMains names each component's upstream main file, relative to
+// the k8s.io/kubernetes module.
+var componentMains = map[string]string{
+	"kube-apiserver":          "cmd/kube-apiserver/apiserver.go",
+	"kube-controller-manager": "cmd/kube-controller-manager/controller-manager.go",
+	"kube-scheduler":          "cmd/kube-scheduler/scheduler.go",
+	"kube-proxy":              "cmd/kube-proxy/proxy.go",
+	"kubelet":                 "cmd/kubelet/kubelet.go",
+}
+
+var componentAlias = map[string]string{
+	"kube-apiserver": "apiserver", "kube-controller-manager": "kcm", "kube-scheduler": "scheduler",
+	"kube-proxy": "proxy", "kubelet": "kubelet",
+}
+
+// ctorCall matches the command constructor call in an upstream main, e.g.
+// app.NewKubeletCommand(context.Background()).
+var ctorCall = regexp.MustCompile(`app\.(New\w+Command)\(([^()]*(?:\([^()]*\))?[^()]*)\)`)
+
+// kubeMainFor writes the multi-call main for the release in moduleDir,
+// calling each constructor the way that release's own main does (their
+// signatures change between releases).
+func kubeMainFor(moduleDir string) (string, error) {
+	var lines []string
+	for _, comp := range sortedKeys(componentMains) {
+		src, err := os.ReadFile(filepath.Join(moduleDir, componentMains[comp]))
+		if err != nil {
+			return "", err
+		}
+		m := ctorCall.FindStringSubmatch(string(src))
+		if m == nil {
+			return "", fmt.Errorf("no command constructor found in %s", componentMains[comp])
+		}
+		lines = append(lines, fmt.Sprintf("\t%q: func() *cobra.Command { return %s.%s(%s) },", comp, componentAlias[comp], m[1], m[2]))
+	}
+	return strings.Replace(kubeMain, "{{COMMANDS}}", strings.Join(lines, "\n")+"\n", 1), nil
 }
 
 func sortedKeys(m map[string]string) []string {
