@@ -1,0 +1,370 @@
+// Package etcd is the etcd operator. Its core is Plan: a pure function from
+// the spec and what was observed (etcd's member list, the pods, the journal
+// of the membership change in flight) to the single next step. The
+// reconciler observes, calls Plan, journals the step in status, performs it
+// and observes again. Membership changes happen one at a time, new members
+// join as learners, and nothing is ever removed while it would cost quorum.
+package etcd
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Member is an etcd member as etcd reports it, joined with its pod.
+type Member struct {
+	// Name is the member's name. etcd reports no name for a member that
+	// has not started yet; the reconciler then derives it from the
+	// member's peer URL, which names the member's stable DNS name.
+	Name    string
+	ID      uint64
+	Learner bool
+	// Started: the member has joined (etcd knows its name).
+	Started bool
+	// Healthy: it answered a linearizable health check.
+	Healthy bool
+	// RaftIndex is the member's applied raft index.
+	RaftIndex uint64
+	// Version is the etcd version the member's pod runs.
+	Version string
+}
+
+// Pod is a member pod as the API reports it.
+type Pod struct {
+	Name    string
+	Ready   bool
+	Version string
+	// Terminating: the pod is being deleted.
+	Terminating bool
+	// DataLost: the member's volume is gone or unusable (a fresh volume
+	// for an already-bootstrapped member, or a member etcd refused).
+	DataLost bool
+}
+
+// Journal is the membership change in flight, written to status before the
+// etcd call so that a crash between the call and the pod change converges.
+type Journal struct {
+	Type   string // AddLearner, Promote, Remove
+	Member string
+	ID     uint64
+}
+
+// Observed is everything Plan looks at.
+type Observed struct {
+	Cluster  string
+	Replicas int
+	Version  string
+	// Members is etcd's member list; nil when etcd could not be reached.
+	Members []Member
+	// Reachable: a member answered the member list.
+	Reachable bool
+	// LeaderID is the current leader's member ID (0 if unknown).
+	LeaderID uint64
+	Pods     map[string]Pod
+	Journal  *Journal
+	// Bootstrapped: the cluster has been created before (status says so).
+	// A cluster that was bootstrapped and is unreachable is never
+	// bootstrapped again: that would split it.
+	Bootstrapped bool
+}
+
+// Action is the next step.
+type Action string
+
+const (
+	ActNone        Action = "None"
+	ActBootstrap   Action = "Bootstrap"   // create the first member's pod, initial state new
+	ActAddLearner  Action = "AddLearner"  // MemberAddAsLearner, then create its pod
+	ActCreatePod   Action = "CreatePod"   // a known member's pod is missing: recreate it on its volume
+	ActPromote     Action = "Promote"     // promote a caught-up learner
+	ActRemove      Action = "Remove"      // MemberRemove, then delete its pod and volume
+	ActDeletePod   Action = "DeletePod"   // delete a pod that belongs to no member
+	ActUpgrade     Action = "Upgrade"     // recreate one member's pod at the desired version
+	ActMoveLeader  Action = "MoveLeader"  // hand leadership away before the leader restarts
+	ActQuorumLost  Action = "QuorumLost"  // too few members; wait for a restore, never wipe
+	ActWaitHealthy Action = "WaitHealthy" // a change is settling
+)
+
+// Step is Plan's answer.
+type Step struct {
+	Action Action
+	Member string
+	ID     uint64
+	// Target is the member leadership moves to (MoveLeader).
+	Target uint64
+	Reason string
+}
+
+func (s Step) String() string {
+	out := string(s.Action)
+	if s.Member != "" {
+		out += " " + s.Member
+	}
+	if s.Reason != "" {
+		out += ": " + s.Reason
+	}
+	return out
+}
+
+// MemberName is the name of the member with ordinal i.
+func MemberName(cluster string, i int) string { return fmt.Sprintf("%s-%d", cluster, i) }
+
+// ordinal parses the ordinal off a member name (-1 if it has none).
+func ordinal(cluster, name string) int {
+	if !strings.HasPrefix(name, cluster+"-") {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(name, cluster+"-"))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// learnerCaughtUp: a learner within this many raft entries of the leader
+// is promoted.
+const learnerCaughtUp = 1000
+
+// Plan returns the next step for the cluster.
+func Plan(o Observed) Step {
+	// 1. A journaled change is finished before anything else.
+	if o.Journal != nil {
+		if s, done := finishJournal(o); !done {
+			return s
+		}
+	}
+
+	// 2. Nothing reachable.
+	if !o.Reachable {
+		if !o.Bootstrapped {
+			first := MemberName(o.Cluster, 0)
+			if _, ok := o.Pods[first]; ok {
+				return Step{Action: ActWaitHealthy, Member: first, Reason: "first member starting"}
+			}
+			return Step{Action: ActBootstrap, Member: first, Reason: "new cluster"}
+		}
+		// Pods that are merely missing come back on their volumes; if they
+		// exist and still nothing answers, quorum is lost.
+		for _, name := range sortedPodNames(o.Pods) {
+			if o.Pods[name].Terminating {
+				return Step{Action: ActWaitHealthy, Member: name, Reason: "pod terminating"}
+			}
+		}
+		if len(o.Pods) == 0 {
+			return Step{Action: ActQuorumLost, Reason: "no member pods and no member reachable; recover with an EtcdRestore"}
+		}
+		return Step{Action: ActQuorumLost, Reason: "no member answers; waiting for members to return (no automatic wipe)"}
+	}
+
+	voters, learners := split(o.Members)
+	healthyVoters := 0
+	for _, m := range voters {
+		if m.Healthy {
+			healthyVoters++
+		}
+	}
+	quorum := len(voters)/2 + 1
+
+	// 3. Every member needs its pod. A member whose data is lost is
+	// replaced: removed (if that keeps quorum), then re-added as a learner.
+	for _, m := range o.Members {
+		p, ok := o.Pods[m.Name]
+		if ok && p.DataLost {
+			if !m.Learner && healthyVoters-boolInt(m.Healthy) < quorumAfterRemove(len(voters)) {
+				return Step{Action: ActQuorumLost, Member: m.Name, Reason: "replacing this member now would lose quorum"}
+			}
+			return Step{Action: ActRemove, Member: m.Name, ID: m.ID, Reason: "member data lost; replacing it"}
+		}
+		if !ok {
+			return Step{Action: ActCreatePod, Member: m.Name, ID: m.ID, Reason: "member pod missing; recreating it on its volume"}
+		}
+	}
+
+	// 4. Pods that belong to no member (a removal finished, or an add that
+	// never reached etcd) go.
+	known := map[string]bool{}
+	for _, m := range o.Members {
+		known[m.Name] = true
+	}
+	for _, name := range sortedPodNames(o.Pods) {
+		if !known[name] && !o.Pods[name].Terminating {
+			return Step{Action: ActDeletePod, Member: name, Reason: "pod belongs to no member"}
+		}
+	}
+
+	// 5. Wait for the cluster to be healthy before the next change.
+	if healthyVoters < quorum {
+		return Step{Action: ActQuorumLost, Reason: fmt.Sprintf("%d of %d voting members healthy", healthyVoters, len(voters))}
+	}
+	for _, m := range o.Members {
+		if !m.Healthy || !o.Pods[m.Name].Ready {
+			if m.Learner && !m.Started {
+				return Step{Action: ActWaitHealthy, Member: m.Name, Reason: "learner joining"}
+			}
+			return Step{Action: ActWaitHealthy, Member: m.Name, Reason: "member not healthy yet"}
+		}
+	}
+
+	// 6. Promote caught-up learners.
+	for _, l := range learners {
+		if caughtUp(l, o) {
+			return Step{Action: ActPromote, Member: l.Name, ID: l.ID, Reason: "learner caught up"}
+		}
+		return Step{Action: ActWaitHealthy, Member: l.Name, Reason: "learner catching up"}
+	}
+
+	// 7. Scale.
+	if len(voters) < o.Replicas {
+		return Step{Action: ActAddLearner, Member: MemberName(o.Cluster, nextOrdinal(o)), Reason: fmt.Sprintf("scaling out to %d", o.Replicas)}
+	}
+	if len(voters) > o.Replicas {
+		victim := removalCandidate(voters, o.LeaderID)
+		return Step{Action: ActRemove, Member: victim.Name, ID: victim.ID, Reason: fmt.Sprintf("scaling in to %d", o.Replicas)}
+	}
+
+	// 8. Upgrade, followers first; the leader last, after handing off.
+	var stale []Member
+	for _, m := range voters {
+		if o.Pods[m.Name].Version != o.Version {
+			stale = append(stale, m)
+		}
+	}
+	if len(stale) > 0 {
+		sort.Slice(stale, func(i, j int) bool {
+			li, lj := stale[i].ID == o.LeaderID, stale[j].ID == o.LeaderID
+			if li != lj {
+				return !li
+			}
+			return stale[i].Name < stale[j].Name
+		})
+		m := stale[0]
+		if m.ID == o.LeaderID && len(voters) > 1 {
+			for _, t := range voters {
+				if t.ID != m.ID && t.Healthy {
+					return Step{Action: ActMoveLeader, Member: m.Name, ID: m.ID, Target: t.ID, Reason: "moving leadership before the leader restarts"}
+				}
+			}
+		}
+		return Step{Action: ActUpgrade, Member: m.Name, ID: m.ID, Reason: fmt.Sprintf("upgrading %s → %s", o.Pods[m.Name].Version, o.Version)}
+	}
+	return Step{Action: ActNone}
+}
+
+// finishJournal decides what a journaled change still needs. done means the
+// journal can be cleared and planning continues.
+func finishJournal(o Observed) (Step, bool) {
+	j := o.Journal
+	if !o.Reachable {
+		return Step{Action: ActWaitHealthy, Member: j.Member, Reason: "waiting for etcd to finish " + j.Type}, false
+	}
+	var mem *Member
+	for i := range o.Members {
+		if o.Members[i].Name == j.Member || (j.ID != 0 && o.Members[i].ID == j.ID) {
+			mem = &o.Members[i]
+		}
+	}
+	_, hasPod := o.Pods[j.Member]
+	switch j.Type {
+	case "AddLearner":
+		if mem == nil {
+			// The add never reached etcd (crash before the call): do it.
+			return Step{Action: ActAddLearner, Member: j.Member, Reason: "resuming journaled add"}, false
+		}
+		if !hasPod {
+			return Step{Action: ActCreatePod, Member: j.Member, ID: mem.ID, Reason: "resuming journaled add: creating the pod"}, false
+		}
+		return Step{}, true
+	case "Remove":
+		if mem != nil {
+			return Step{Action: ActRemove, Member: j.Member, ID: mem.ID, Reason: "resuming journaled removal"}, false
+		}
+		if hasPod {
+			return Step{Action: ActDeletePod, Member: j.Member, Reason: "resuming journaled removal: deleting the pod"}, false
+		}
+		return Step{}, true
+	case "Promote":
+		if mem != nil && mem.Learner {
+			return Step{Action: ActPromote, Member: j.Member, ID: mem.ID, Reason: "resuming journaled promotion"}, false
+		}
+		return Step{}, true
+	}
+	return Step{}, true
+}
+
+func split(ms []Member) (voters, learners []Member) {
+	for _, m := range ms {
+		if m.Learner {
+			learners = append(learners, m)
+		} else {
+			voters = append(voters, m)
+		}
+	}
+	byOrdinal := func(ms []Member) func(i, j int) bool {
+		return func(i, j int) bool {
+			if len(ms[i].Name) != len(ms[j].Name) {
+				return len(ms[i].Name) < len(ms[j].Name)
+			}
+			return ms[i].Name < ms[j].Name
+		}
+	}
+	sort.Slice(voters, byOrdinal(voters))
+	sort.Slice(learners, byOrdinal(learners))
+	return voters, learners
+}
+
+func quorumAfterRemove(voters int) int { return (voters-1)/2 + 1 }
+
+func caughtUp(l Member, o Observed) bool {
+	var leaderIndex uint64
+	for _, m := range o.Members {
+		if m.ID == o.LeaderID {
+			leaderIndex = m.RaftIndex
+		}
+	}
+	return l.Started && l.Healthy && leaderIndex > 0 && l.RaftIndex+learnerCaughtUp >= leaderIndex
+}
+
+// removalCandidate picks the member a scale-in removes: never the leader
+// while another choice exists; the highest ordinal otherwise.
+func removalCandidate(voters []Member, leader uint64) Member {
+	c := voters[len(voters)-1]
+	for i := len(voters) - 1; i >= 0; i-- {
+		if voters[i].ID != leader {
+			return voters[i]
+		}
+	}
+	return c
+}
+
+func nextOrdinal(o Observed) int {
+	next := 0
+	for _, m := range o.Members {
+		if n := ordinal(o.Cluster, m.Name); n >= next {
+			next = n + 1
+		}
+	}
+	for name := range o.Pods {
+		if n := ordinal(o.Cluster, name); n >= next {
+			next = n + 1
+		}
+	}
+	return next
+}
+
+func sortedPodNames(p map[string]Pod) []string {
+	names := make([]string, 0, len(p))
+	for n := range p {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
