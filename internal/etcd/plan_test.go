@@ -199,7 +199,7 @@ func TestPlanConvergesThroughScaleAndUpgrade(t *testing.T) {
 	s.run(t, 7, v36)
 	// 1→3→5→3→1→7: each added member is one add plus one promote, each
 	// removed member one remove.
-	want := (2+2)*2 + (2+2) + (6 * 2)
+	want := (2+2)*2 + (2 + 2) + (6 * 2)
 	if s.changes != want {
 		t.Errorf("membership changes = %d, want %d (one member at a time)", s.changes, want)
 	}
