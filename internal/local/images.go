@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -105,13 +106,25 @@ func (c *Config) imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) 
 	return sets, nil
 }
 
-// ensureImages builds every image set and imports into containerd those it
+// metaImages are the sets the meta cluster itself runs (pause, kok-manager,
+// CoreDNS); the rest serve business clusters.
+func metaImages(s ImageSet) bool { return s.Name == "kok" || strings.HasPrefix(s.Name, "coredns-") }
+
+func businessImages(s ImageSet) bool { return !metaImages(s) }
+
+// ensureImages builds the wanted image sets and imports into containerd those it
 // does not hold yet. A record of what was imported, kept beside
 // containerd's root, makes a warm start skip the work.
-func (c *Config) ensureImages(ctx context.Context, b *build.Builder, bins Binaries, progress io.Writer) (int, error) {
-	sets, err := c.imageSets(b, bins)
+func (c *Config) ensureImages(ctx context.Context, b *build.Builder, bins Binaries, progress io.Writer, want func(ImageSet) bool) (int, error) {
+	all, err := c.imageSets(b, bins)
 	if err != nil {
 		return 0, err
+	}
+	var sets []ImageSet
+	for _, s := range all {
+		if want(s) {
+			sets = append(sets, s)
+		}
 	}
 	ctr := &image.Containerd{Address: c.ContainerdSocket(), Namespace: "k8s.io"}
 	have, err := ctr.Images(ctx)

@@ -181,11 +181,22 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	if err := waitComponents(waitCtx, c, []string{Containerd}); err != nil {
 		return fail(err)
 	}
-	n, err := c.ensureImages(waitCtx, o.Builder, o.Bins, o.Out)
+	n, err := c.ensureImages(waitCtx, o.Builder, o.Bins, o.Out, metaImages)
 	if err != nil {
 		return fail(fmt.Errorf("images: %w", err))
 	}
-	p.done(fmt.Sprintf("containerd and images (%d imported)", n))
+	p.done(fmt.Sprintf("containerd and meta cluster images (%d imported)", n))
+	// Business-cluster images (every built Kubernetes and etcd version) are
+	// imported while the cluster starts.
+	type importResult struct {
+		n   int
+		err error
+	}
+	bulk := make(chan importResult, 1)
+	go func() {
+		n, err := c.ensureImages(waitCtx, o.Builder, o.Bins, o.Out, businessImages)
+		bulk <- importResult{n, err}
+	}()
 
 	if err := waitComponents(waitCtx, c, []string{Etcd, APIServer}); err != nil {
 		return fail(err)
@@ -219,6 +230,12 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		}
 	}
 	p.done("CoreDNS and kok-manager Ready")
+
+	r := <-bulk
+	if r.err != nil {
+		return fail(fmt.Errorf("images: %w", r.err))
+	}
+	p.done(fmt.Sprintf("business cluster images (%d imported)", r.n))
 
 	total := time.Since(p.start)
 	fmt.Fprintf(o.Out, "\nkok meta cluster is up in %.1fs (Kubernetes %s).\n  export KUBECONFIG=%s\n  kubectl get nodes\n",
