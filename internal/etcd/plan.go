@@ -8,6 +8,8 @@ package etcd
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -147,7 +149,7 @@ func Plan(o Observed) Step {
 		}
 		// Pods that are merely missing come back on their volumes; if they
 		// exist and still nothing answers, quorum is lost.
-		for _, name := range sortedPodNames(o.Pods) {
+		for _, name := range slices.Sorted(maps.Keys(o.Pods)) {
 			if o.Pods[name].Terminating {
 				return Step{Action: ActWaitHealthy, Member: name, Reason: "pod terminating"}
 			}
@@ -188,7 +190,7 @@ func Plan(o Observed) Step {
 	for _, m := range o.Members {
 		known[m.Name] = true
 	}
-	for _, name := range sortedPodNames(o.Pods) {
+	for _, name := range slices.Sorted(maps.Keys(o.Pods)) {
 		if !known[name] && !o.Pods[name].Terminating {
 			return Step{Action: ActDeletePod, Member: name, Reason: "pod belongs to no member"}
 		}
@@ -351,15 +353,6 @@ func nextOrdinal(o Observed) int {
 		}
 	}
 	return next
-}
-
-func sortedPodNames(p map[string]Pod) []string {
-	names := make([]string, 0, len(p))
-	for n := range p {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 func boolInt(b bool) int {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -18,16 +19,7 @@ import (
 // (envtest, with binaries from `kok envtest-assets`) and checks its health
 // and readiness endpoints.
 func TestManagerServesProbes(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is unset: run KUBEBUILDER_ASSETS=$(bin/kok envtest-assets) go test -tags envtest ./...")
-	}
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-
+	cfg := startEnv(t)
 	probe := freeAddr(t)
 	mgr, err := New(cfg, Options{MetricsAddr: "0", ProbeAddr: probe, LeaderElect: true, LeaderElectionNS: "default"})
 	if err != nil {
@@ -65,18 +57,25 @@ func TestManagerServesProbes(t *testing.T) {
 }
 
 func TestUnknownControllerIsRefused(t *testing.T) {
+	cfg := startEnv(t)
+	if _, err := New(cfg, Options{MetricsAddr: "0", ProbeAddr: "0", Controllers: []string{"nope"}}); err == nil {
+		t.Fatal("want an error for an unknown controller")
+	}
+}
+
+// startEnv starts a real kube-apiserver and etcd (envtest).
+func startEnv(t *testing.T) *rest.Config {
+	t.Helper()
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("needs envtest assets")
+		t.Fatal("KUBEBUILDER_ASSETS is unset: run KUBEBUILDER_ASSETS=$(bin/kok envtest-assets) go test -tags envtest ./...")
 	}
 	env := &envtest.Environment{}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = env.Stop() }()
-	if _, err := New(cfg, Options{MetricsAddr: "0", ProbeAddr: "0", Controllers: []string{"nope"}}); err == nil {
-		t.Fatal("want an error for an unknown controller")
-	}
+	t.Cleanup(func() { _ = env.Stop() })
+	return cfg
 }
 
 func freeAddr(t *testing.T) string {

@@ -16,10 +16,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -88,7 +90,7 @@ func (p *Product) recipe() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", recipeVersion, p.Name, p.Version, p.GoMod, p.LDFlags)
 	for _, m := range []map[string]string{p.Files, p.Binaries, p.Links} {
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			fmt.Fprintf(h, "%s=%s\n", k, m[k])
 		}
 	}
@@ -168,13 +170,13 @@ func (b *Builder) Ensure(ctx context.Context, p *Product) (string, error) {
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return "", err
 	}
-	for _, out := range sortedKeys(p.Binaries) {
+	for _, out := range slices.Sorted(maps.Keys(p.Binaries)) {
 		args := []string{"build", "-trimpath", "-ldflags", p.LDFlags, "-o", filepath.Join(tmp, out), p.Binaries[out]}
 		if err := b.run(ctx, src, args...); err != nil {
 			return "", fmt.Errorf("building %s of %s %s: %w", out, p.Name, p.Version, err)
 		}
 	}
-	for _, link := range sortedKeys(p.Links) {
+	for _, link := range slices.Sorted(maps.Keys(p.Links)) {
 		if err := os.Symlink(p.Links[link], filepath.Join(tmp, link)); err != nil {
 			return "", err
 		}

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -237,7 +239,7 @@ var ctorCall = regexp.MustCompile(`app\.(New\w+Command)\(([^()]*(?:\([^()]*\))?[
 // signatures change between releases).
 func kubeMainFor(moduleDir string) (string, error) {
 	var lines []string
-	for _, comp := range sortedKeys(componentMains) {
+	for _, comp := range slices.Sorted(maps.Keys(componentMains)) {
 		src, err := os.ReadFile(filepath.Join(moduleDir, componentMains[comp]))
 		if err != nil {
 			return "", err
@@ -249,13 +251,4 @@ func kubeMainFor(moduleDir string) (string, error) {
 		lines = append(lines, fmt.Sprintf("\t%q: func() *cobra.Command { return %s.%s(%s) },", comp, componentAlias[comp], m[1], m[2]))
 	}
 	return strings.Replace(kubeMain, "{{COMMANDS}}", strings.Join(lines, "\n")+"\n", 1), nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
