@@ -65,4 +65,29 @@ func TestUpRefusesBadConditions(t *testing.T) {
 			t.Fatal("kok up touched a file it does not own")
 		}
 	})
+	t.Run("failure after start stops what was started", func(t *testing.T) {
+		state := filepath.Join(t.TempDir(), "state")
+		out, err := kok(t, state, "up", "--timeout", "2s")
+		if err == nil {
+			t.Fatalf("kok up with a 2s timeout succeeded:\n%s", out)
+		}
+		if !strings.Contains(out, "stopping what it started") {
+			t.Fatalf("want kok up to say it cleans up, got:\n%s", out)
+		}
+		if _, alive := proc.Alive(local.SupervisorPidFile(state)); alive {
+			t.Fatal("the supervisor was left running")
+		}
+		if cfg, err := local.LoadConfig(state); err == nil {
+			if left := ourProcesses(cfg); len(left) > 0 {
+				t.Fatalf("processes left running: %v", left)
+			}
+		}
+		if err := exec.Command("ip", "link", "show", "kok0").Run(); err == nil {
+			t.Fatal("the bridge was left behind")
+		}
+		rules, _ := exec.Command("iptables-save").Output()
+		if strings.Contains(string(rules), local.GuardChain) {
+			t.Fatal("the network guard was left behind")
+		}
+	})
 }
