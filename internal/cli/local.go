@@ -142,3 +142,18 @@ func newKubectlCommand(g *globalOptions) *cobra.Command {
 	}
 	return cmd
 }
+
+func newLocalStorageCommand(g *globalOptions) *cobra.Command {
+	o := &localOptions{globalOptions: g}
+	cmd := &cobra.Command{
+		Use:    "local-storage",
+		Short:  "Provision hostPath volumes for the kok-local StorageClass (run by the supervisor)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return local.RunLocalStorage(cmd.Context(), o.stateDir)
+		},
+	}
+	o.bind(cmd)
+	return cmd
+}

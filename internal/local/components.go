@@ -22,10 +22,12 @@ const (
 	Scheduler         = "kube-scheduler"
 	Kubelet           = "kubelet"
 	KubeProxy         = "kube-proxy"
+	// LocalStorage provisions hostPath volumes for the kok-local class.
+	LocalStorage = "local-storage"
 )
 
 // ComponentNames lists every supervised component.
-var ComponentNames = []string{Containerd, Etcd, APIServer, ControllerManager, Scheduler, Kubelet, KubeProxy}
+var ComponentNames = []string{Containerd, Etcd, APIServer, ControllerManager, Scheduler, Kubelet, KubeProxy, LocalStorage}
 
 // kubeBin is the Kubernetes multi-call binary for the configured version.
 func (c *Config) kubeBin(b *build.Builder) string {
@@ -36,8 +38,12 @@ func (c *Config) etcdBin(b *build.Builder) string {
 	return filepath.Join(b.Dir("etcd", c.EtcdVersion), "etcd")
 }
 
-// processes describes how the supervisor runs each component.
-func (c *Config) processes(b *build.Builder) []*supervisor.Process {
+// VolumeDir holds the local volumes of the kok-local StorageClass.
+func (c *Config) VolumeDir() string { return c.path("volumes") }
+
+// processes describes how the supervisor runs each component; self is the
+// kok binary, which also runs the volume provisioner.
+func (c *Config) processes(b *build.Builder, self string) []*supervisor.Process {
 	pki := func(f string) string { return filepath.Join(c.PKIDir(), f) }
 	conf := func(f string) string { return filepath.Join(c.ConfDir(), f) }
 	kube := c.kubeBin(b)
@@ -165,6 +171,10 @@ func (c *Config) processes(b *build.Builder) []*supervisor.Process {
 			Name: KubeProxy, Path: kube, After: []string{APIServer},
 			Args:  append([]string{"kube-proxy"}, flags("config", conf("kube-proxy.yaml"), "v", "1")...),
 			Ready: httpReady("http://127.0.0.1:10256/healthz"),
+		},
+		{
+			Name: LocalStorage, Path: self, After: []string{APIServer},
+			Args: []string{"local-storage", "--state-dir", c.StateDir},
 		},
 	}
 }

@@ -8,10 +8,15 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubeonkube/kok/internal/local/build"
 	"github.com/kubeonkube/kok/internal/local/proc"
+	"github.com/kubeonkube/kok/internal/local/storage"
 	"github.com/kubeonkube/kok/internal/local/supervisor"
 )
 
@@ -133,8 +138,12 @@ func Supervise(ctx context.Context, stateDir string, b *build.Builder) error {
 		return err
 	}
 	defer os.Remove(SupervisorPidFile(stateDir))
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
 	s := &supervisor.Supervisor{
-		Procs:  c.processes(b),
+		Procs:  c.processes(b, self),
 		RunDir: c.PidDir(),
 		LogDir: c.LogDir(),
 		Log:    log.New(os.Stderr, "", log.LstdFlags),
@@ -146,4 +155,23 @@ func Supervise(ctx context.Context, stateDir string, b *build.Builder) error {
 		EveryInterval: 15 * time.Second,
 	}
 	return s.Run(ctx)
+}
+
+// RunLocalStorage runs the volume provisioner of a state directory until ctx
+// ends ("kok local-storage", started by the supervisor).
+func RunLocalStorage(ctx context.Context, stateDir string) error {
+	c, err := LoadConfig(stateDir)
+	if err != nil {
+		return err
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(c.ConfDir(), "admin.conf"))
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	p := &storage.Provisioner{Client: cs, Dir: c.VolumeDir(), Node: c.NodeName, Log: log.New(os.Stderr, "", log.LstdFlags)}
+	return p.Run(ctx, time.Second)
 }

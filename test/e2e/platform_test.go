@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -106,6 +107,50 @@ func TestPlatform(t *testing.T) {
 				t.Fatalf("client got %q from %s, want an echo pod's answer", log, url)
 			}
 		}
+	})
+
+	t.Run("a claim gets a local volume, wiped when released", func(t *testing.T) {
+		pvc := &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "data", Namespace: "default"},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}},
+			},
+		}
+		if _, err := cs.CoreV1().PersistentVolumeClaims("default").Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		writer := clientPod("writer", "")
+		writer.Spec.Containers[0].Args = []string{"write", "/data/hello", "kept"}
+		writer.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+		writer.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}
+		runPodToCompletion(t, cs, writer, 2*time.Minute)
+		bound, err := cs.CoreV1().PersistentVolumeClaims("default").Get(ctx, "data", metav1.GetOptions{})
+		if err != nil || bound.Status.Phase != corev1.ClaimBound {
+			t.Fatalf("claim not bound: %v %v", bound.Status.Phase, err)
+		}
+		pv, err := cs.CoreV1().PersistentVolumes().Get(ctx, bound.Spec.VolumeName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := pv.Spec.HostPath.Path
+		if got, err := os.ReadFile(filepath.Join(dir, "hello")); err != nil || string(got) != "kept" {
+			t.Fatalf("volume content %q, %v", got, err)
+		}
+		_ = cs.CoreV1().Pods("default").Delete(ctx, "writer", metav1.DeleteOptions{})
+		if err := cs.CoreV1().PersistentVolumeClaims("default").Delete(ctx, "data", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, time.Minute, "released volume removed", func() error {
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				return fmt.Errorf("%s still exists", dir)
+			}
+			if _, err := cs.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{}); err == nil {
+				return fmt.Errorf("PV %s still exists", pv.Name)
+			}
+			return nil
+		})
 	})
 
 	t.Run("status shows every component", func(t *testing.T) {

@@ -2,6 +2,7 @@
 //
 //	testapp serve            answer HTTP on :8080 with "kok-e2e <hostname>"
 //	testapp get URL WANT     GET URL until the body holds WANT (30 s), exit 0
+//	testapp write FILE TEXT  write TEXT to FILE
 package main
 
 import (
@@ -15,7 +16,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: testapp serve | testapp get URL WANT")
+		fmt.Fprintln(os.Stderr, "usage: testapp serve | testapp get URL WANT | testapp write FILE TEXT")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -50,6 +51,14 @@ func main() {
 				os.Exit(1)
 			}
 			time.Sleep(500 * time.Millisecond)
+		}
+	case "write":
+		if len(os.Args) != 4 {
+			os.Exit(2)
+		}
+		if err := os.WriteFile(os.Args[2], []byte(os.Args[3]), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
 		}
 	default:
 		os.Exit(2)
