@@ -17,10 +17,11 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	"github.com/kubeonkube/kok/internal/etcd"
 )
 
 // Setup registers one operator's controllers with the manager.
-type Setup func(mgr ctrl.Manager) error
+type Setup func(mgr ctrl.Manager, o Options) error
 
 // Options configure the manager.
 type Options struct {
@@ -30,6 +31,11 @@ type Options struct {
 	LeaderElectionNS string
 	// Controllers names the operators to run; empty runs all.
 	Controllers []string
+	// ImageRegistry prefixes every image kok runs (one setting for
+	// air-gapped sites).
+	ImageRegistry string
+	// ClusterDomain is the meta cluster's DNS domain.
+	ClusterDomain string
 }
 
 // BindFlags registers the manager's flags.
@@ -38,6 +44,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one active manager among replicas")
 	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")
+	fs.StringVar(&o.ImageRegistry, "image-registry", "kok.local", "registry (and path) prefixed to every image kok runs")
+	fs.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of the meta cluster")
 	fs.Func("controllers", "comma-separated operators to run (default: all)", func(s string) error {
 		for _, c := range strings.Split(s, ",") {
 			if c = strings.TrimSpace(c); c != "" {
@@ -50,7 +58,11 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 
 // Registry lists the operators kok-manager can run, by name. Operators add
 // themselves here as they are built.
-var Registry = map[string]Setup{}
+var Registry = map[string]Setup{
+	"etcd": func(mgr ctrl.Manager, o Options) error {
+		return (&etcd.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, Domain: o.ClusterDomain}).SetupWithManager(mgr)
+	},
+}
 
 // Scheme holds every API type kok-manager uses.
 func Scheme() *runtime.Scheme {
@@ -94,7 +106,7 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		if !ok {
 			return nil, fmt.Errorf("unknown controller %q (known: %s)", n, strings.Join(known(), ", "))
 		}
-		if err := setup(mgr); err != nil {
+		if err := setup(mgr, o); err != nil {
 			return nil, fmt.Errorf("setting up %s: %w", n, err)
 		}
 	}
