@@ -86,10 +86,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	bootstrapped := meta.FindStatusCondition(e.Status.Conditions, etcdv1.ConditionAvailable) != nil || e.Status.ClusterID != ""
-	if err := r.ensureBase(ctx, e, n, !bootstrapped && len(pods) == 0); err != nil {
+	certs, err := r.ensureBase(ctx, e, n, !bootstrapped && len(pods) == 0)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-	tlsCfg, err := r.clientTLS(ctx, n)
+	tlsCfg, err := clientTLS(certs.Client)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -403,10 +404,10 @@ func (r *Reconciler) deleteMember(ctx context.Context, n Names, member string) e
 }
 
 // ensureBase makes the Services and certificate Secrets.
-func (r *Reconciler) ensureBase(ctx context.Context, e *etcdv1.EtcdCluster, n Names, newCluster bool) error {
+func (r *Reconciler) ensureBase(ctx context.Context, e *etcdv1.EtcdCluster, n Names, newCluster bool) (Certs, error) {
 	for _, svc := range []*corev1.Service{ClientService(n), PeerService(n)} {
 		if err := r.apply(ctx, e, svc); err != nil {
-			return err
+			return Certs{}, err
 		}
 	}
 	have := Certs{}
@@ -415,21 +416,21 @@ func (r *Reconciler) ensureBase(ctx context.Context, e *etcdv1.EtcdCluster, n Na
 		if err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: name}, &s); err == nil {
 			*dst = s.Data
 		} else if !apierrors.IsNotFound(err) {
-			return err
+			return Certs{}, err
 		}
 	}
 	want, changed, err := PlanCerts(n, r.domain(), have, newCluster, time.Now())
 	if err != nil {
-		return err
+		return Certs{}, err
 	}
 	for _, name := range changed {
 		data := map[string]SecretData{n.CASecret(): want.CA, n.ServerSecret(): want.Server, n.ClientSecret(): want.Client}[name]
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: n.Namespace, Labels: n.Selector()}, Data: data}
 		if err := r.apply(ctx, e, s); err != nil {
-			return err
+			return Certs{}, err
 		}
 	}
-	return nil
+	return want, nil
 }
 
 func (r *Reconciler) domain() string {
@@ -486,18 +487,14 @@ func equalService(have, want *corev1.Service) bool {
 	return true
 }
 
-// clientTLS builds the operator's mTLS config from the client Secret.
-func (r *Reconciler) clientTLS(ctx context.Context, n Names) (*tls.Config, error) {
-	var s corev1.Secret
-	if err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.ClientSecret()}, &s); err != nil {
-		return nil, err
-	}
-	cert, err := tls.X509KeyPair(s.Data["tls.crt"], s.Data["tls.key"])
+// clientTLS builds the operator's mTLS config from the client certificate.
+func clientTLS(d SecretData) (*tls.Config, error) {
+	cert, err := tls.X509KeyPair(d["tls.crt"], d["tls.key"])
 	if err != nil {
 		return nil, err
 	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(s.Data["ca.crt"])
+	pool.AppendCertsFromPEM(d["ca.crt"])
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
@@ -528,7 +525,8 @@ func (r *Reconciler) writeStatus(ctx context.Context, e *etcdv1.EtcdCluster, n N
 	if lowest != "" {
 		st.Version = lowest
 	}
-	quorum := int32(len(obs.Members))/2 + 1
+	voters, _ := split(obs.Members)
+	quorum := int32(len(voters))/2 + 1
 	gen := e.Generation
 	set := func(t string, ok bool, reason, msg string) {
 		s := metav1.ConditionFalse
@@ -537,9 +535,9 @@ func (r *Reconciler) writeStatus(ctx context.Context, e *etcdv1.EtcdCluster, n N
 		}
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen})
 	}
-	available := obs.Reachable && ready >= quorum && len(obs.Members) > 0
+	available := obs.Reachable && ready >= quorum && len(voters) > 0
 	set(etcdv1.ConditionAvailable, available, boolReason(available, "QuorumHealthy", "QuorumUnavailable"),
-		fmt.Sprintf("%d of %d voting members healthy", ready, len(obs.Members)))
+		fmt.Sprintf("%d of %d voting members healthy", ready, len(voters)))
 	progressing := step.Action != ActNone && step.Action != ActQuorumLost
 	set(etcdv1.ConditionProgressing, progressing, string(step.Action), step.Reason)
 	degraded := stepErr != nil || (obs.Reachable && int(ready) < obs.Replicas)

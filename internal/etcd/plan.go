@@ -200,8 +200,11 @@ func Plan(o Observed) Step {
 	if healthyVoters < quorum {
 		return Step{Action: ActQuorumLost, Reason: fmt.Sprintf("%d of %d voting members healthy", healthyVoters, len(voters))}
 	}
+	// A learner's pod is never Ready (etcd's /readyz wants linearizable
+	// reads, which learners cannot serve), which keeps it out of the client
+	// Service; its health comes from etcd itself.
 	for _, m := range o.Members {
-		if !m.Healthy || !o.Pods[m.Name].Ready {
+		if !m.Healthy || (!m.Learner && !o.Pods[m.Name].Ready) {
 			if m.Learner && !m.Started {
 				return Step{Action: ActWaitHealthy, Member: m.Name, Reason: "learner joining"}
 			}

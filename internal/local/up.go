@@ -108,6 +108,11 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 
 	if _, alive := proc.Alive(SupervisorPidFile(c.StateDir)); alive {
 		if err := httpReady(c.APIServerURL() + "/readyz")(ctx); err == nil {
+			// Still level-based: a rebuilt kok-manager or changed
+			// manifests are rolled out.
+			if err := c.refresh(ctx, o); err != nil {
+				return nil, err
+			}
 			fmt.Fprintf(o.Out, "kok meta cluster is already running (state %s)\n  export KUBECONFIG=%s\n", c.StateDir, c.Kubeconfig())
 			return &UpResult{AlreadyRunning: true}, nil
 		}
@@ -241,6 +246,19 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	fmt.Fprintf(o.Out, "\nkok meta cluster is up in %.1fs (Kubernetes %s).\n  export KUBECONFIG=%s\n  kubectl get nodes\n",
 		total.Seconds(), c.KubernetesVersion, c.Kubeconfig())
 	return &UpResult{Total: total, Steps: p.steps}, nil
+}
+
+// refresh re-imports changed images and re-applies kok's manifests on a
+// running cluster.
+func (c *Config) refresh(ctx context.Context, o UpOptions) error {
+	if _, err := c.ensureImages(ctx, o.Builder, o.Bins, o.Out, metaImages); err != nil {
+		return fmt.Errorf("images: %w", err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
+	if err != nil {
+		return err
+	}
+	return c.installAddons(ctx, cfg, o.Bins)
 }
 
 // ensureBuilt builds the binaries the meta cluster runs.
