@@ -59,7 +59,7 @@ func PlanCerts(n Names, domain string, have Certs, create bool, now time.Time) (
 		changed = append(changed, name)
 		return SecretData{"tls.crt": kp.CertPEM(), "tls.key": key, "ca.crt": want.CA["ca.crt"]}, nil
 	}
-	if want.Server, err = leaf(n.ServerSecret(), have.Server, pki.CertSpec{CommonName: n.Cluster + "-member",
+	if want.Server, err = leaf(n.ServerSecret(), have.Server, pki.CertSpec{CommonName: MemberCN(n),
 		Server: true, Client: true, DNSNames: n.ServerSANs(domain), IPs: nil}); err != nil {
 		return have, nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -94,6 +95,28 @@ func (n Names) ServerSANs(domain string) []string {
 // Selector labels every pod of the cluster.
 func (n Names) Selector() map[string]string {
 	return map[string]string{LabelName: "etcd", LabelInstance: n.Cluster}
+}
+
+// MemberCN is the common name of the member certificate.
+func MemberCN(n Names) string { return n.Cluster + "-member" }
+
+// skipPeerSANFlag names the flag that turns off client SAN checks on the
+// peer port; etcd 3.5 still calls it experimental.
+func skipPeerSANFlag(version string) string {
+	if minor(version) <= 5 {
+		return "--experimental-peer-skip-client-san-verification"
+	}
+	return "--peer-skip-client-san-verification"
+}
+
+// minor returns the minor of a vMAJOR.MINOR.PATCH version (0 if unparsable).
+func minor(version string) int {
+	parts := strings.Split(strings.TrimPrefix(version, "v"), ".")
+	if len(parts) < 2 {
+		return 0
+	}
+	m, _ := strconv.Atoi(parts[1])
+	return m
 }
 
 // ClientService renders the Service clients use.
@@ -188,6 +211,12 @@ func MemberPod(n Names, e *etcdv1.EtcdCluster, member string, join Join, o PodOp
 		"--trusted-ca-file=" + tls("ca.crt"), "--client-cert-auth=true",
 		"--peer-cert-file=" + tls("server.crt"), "--peer-key-file=" + tls("server.key"),
 		"--peer-trusted-ca-file=" + tls("ca.crt"), "--peer-client-cert-auth=true",
+		// Peers prove themselves with the member certificate (by CN). Its
+		// SANs are not matched against the caller's address: that needs a
+		// reverse DNS answer a pod that just started does not have yet,
+		// and would turn every join's first attempt away.
+		"--peer-cert-allowed-cn=" + MemberCN(n),
+		skipPeerSANFlag(e.Spec.Version) + "=true",
 		"--snapshot-count=10000",
 		"--logger=zap", "--log-level=warn",
 	}

@@ -47,13 +47,15 @@ func TestMemberPod(t *testing.T) {
 	}
 	args := pod.Spec.Containers[0].Args
 	want := map[string]string{
-		"name":                  "e-1",
-		"initial-cluster":       "e-0=https://e-0.e-peer.ns.svc:2380,e-1=https://e-1.e-peer.ns.svc:2380",
-		"initial-cluster-state": "existing",
-		"quota-backend-bytes":   "2147483648",
-		"auto-compaction-mode":  "periodic",
-		"client-cert-auth":      "true",
-		"peer-client-cert-auth": "true",
+		"name":                              "e-1",
+		"initial-cluster":                   "e-0=https://e-0.e-peer.ns.svc:2380,e-1=https://e-1.e-peer.ns.svc:2380",
+		"initial-cluster-state":             "existing",
+		"quota-backend-bytes":               "2147483648",
+		"auto-compaction-mode":              "periodic",
+		"client-cert-auth":                  "true",
+		"peer-client-cert-auth":             "true",
+		"peer-cert-allowed-cn":              "e-member",
+		"peer-skip-client-san-verification": "true",
 	}
 	for flag, v := range want {
 		if got, ok := arg(args, flag); !ok || got != v {
@@ -65,6 +67,12 @@ func TestMemberPod(t *testing.T) {
 	}
 	if pod.Spec.Volumes[0].PersistentVolumeClaim == nil || pod.Spec.Volumes[0].PersistentVolumeClaim.ClaimName != "e-1-data" {
 		t.Errorf("data volume should be the member's claim: %+v", pod.Spec.Volumes[0])
+	}
+
+	e.Spec.Version = "v3.5.35"
+	pod35 := MemberPod(n, e, "e-1", join, PodOptions{Image: "x"})
+	if got, ok := arg(pod35.Spec.Containers[0].Args, "experimental-peer-skip-client-san-verification"); !ok || got != "true" {
+		t.Error("etcd 3.5 needs the experimental spelling of the SAN flag")
 	}
 
 	join.New = true
