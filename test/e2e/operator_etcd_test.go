@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -161,11 +162,8 @@ func TestEtcdCluster(t *testing.T) {
 
 	t.Run("scale 3→5→3 keeps every write", func(t *testing.T) {
 		for _, n := range []int32{5, 3} {
-			if err := c.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
-				t.Fatal(err)
-			}
-			e.Spec.Replicas = n
-			if err := c.Update(ctx, e); err != nil {
+			patch := client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)))
+			if err := c.Patch(ctx, e, patch); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(3 * time.Second)
