@@ -88,35 +88,6 @@ func newDownCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func newStatusCommand(g *globalOptions) *cobra.Command {
-	o := &localOptions{globalOptions: g}
-	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show what of the local meta cluster runs",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return local.PrintStatus(cmd.Context(), o.stateDir, cmd.OutOrStdout())
-		},
-	}
-	o.bind(cmd)
-	return cmd
-}
-
-func newSuperviseCommand(g *globalOptions) *cobra.Command {
-	o := &localOptions{globalOptions: g}
-	cmd := &cobra.Command{
-		Use:    "supervise",
-		Short:  "Run and watch the meta cluster's processes (started by kok up)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return local.Supervise(cmd.Context(), o.stateDir, o.builder())
-		},
-	}
-	o.bind(cmd)
-	return cmd
-}
-
 func newKubectlCommand(g *globalOptions) *cobra.Command {
 	o := &localOptions{globalOptions: g}
 	cmd := &cobra.Command{
@@ -143,17 +114,32 @@ func newKubectlCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func newLocalStorageCommand(g *globalOptions) *cobra.Command {
+// stateDirCommand is a command that acts on one state directory.
+func stateDirCommand(g *globalOptions, use, short string, hidden bool, run func(cmd *cobra.Command, o *localOptions) error) *cobra.Command {
 	o := &localOptions{globalOptions: g}
 	cmd := &cobra.Command{
-		Use:    "local-storage",
-		Short:  "Provision hostPath volumes for the kok-local StorageClass (run by the supervisor)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return local.RunLocalStorage(cmd.Context(), o.stateDir)
-		},
+		Use: use, Short: short, Hidden: hidden, Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return run(cmd, o) },
 	}
 	o.bind(cmd)
 	return cmd
+}
+
+func newStatusCommand(g *globalOptions) *cobra.Command {
+	return stateDirCommand(g, "status", "Show what of the local meta cluster runs", false, func(cmd *cobra.Command, o *localOptions) error {
+		return local.PrintStatus(cmd.Context(), o.stateDir, cmd.OutOrStdout())
+	})
+}
+
+func newSuperviseCommand(g *globalOptions) *cobra.Command {
+	return stateDirCommand(g, "supervise", "Run and watch the meta cluster's processes (started by kok up)", true, func(cmd *cobra.Command, o *localOptions) error {
+		return local.Supervise(cmd.Context(), o.stateDir, o.builder())
+	})
+}
+
+func newLocalStorageCommand(g *globalOptions) *cobra.Command {
+	return stateDirCommand(g, "local-storage", "Provision hostPath volumes for the kok-local StorageClass (run by the supervisor)", true,
+		func(cmd *cobra.Command, o *localOptions) error {
+			return local.RunLocalStorage(cmd.Context(), o.stateDir)
+		})
 }

@@ -90,7 +90,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	tlsCfg, err := clientTLS(certs.Client)
+	tlsCfg, err := ClientTLS(certs.Client)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -487,8 +487,9 @@ func equalService(have, want *corev1.Service) bool {
 	return true
 }
 
-// clientTLS builds the operator's mTLS config from the client certificate.
-func clientTLS(d SecretData) (*tls.Config, error) {
+// ClientTLS builds an mTLS client config from the client Secret's data
+// (tls.crt, tls.key, ca.crt).
+func ClientTLS(d SecretData) (*tls.Config, error) {
 	cert, err := tls.X509KeyPair(d["tls.crt"], d["tls.key"])
 	if err != nil {
 		return nil, err

@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"sync"
@@ -223,13 +222,11 @@ func etcdTLS(t *testing.T, c client.Client, e *etcdv1.EtcdCluster) *tls.Config {
 	if err := c.Get(context.Background(), client.ObjectKey{Namespace: e.Namespace, Name: n.ClientSecret()}, &s); err != nil {
 		t.Fatal(err)
 	}
-	cert, err := tls.X509KeyPair(s.Data["tls.crt"], s.Data["tls.key"])
+	cfg, err := etcd.ClientTLS(s.Data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(s.Data["ca.crt"])
-	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool}
+	return cfg
 }
 
 // dialEtcd connects to endpoints named by their cluster DNS names, as
