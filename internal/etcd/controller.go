@@ -385,7 +385,7 @@ func (r *Reconciler) createMember(ctx context.Context, e *etcdv1.EtcdCluster, n 
 			return err
 		}
 	}
-	pod := MemberPod(n, e, member, join, PodOptions{Image: r.Image(e.Spec.Version), Domain: r.Domain})
+	pod := MemberPod(n, e, member, join, PodOptions{Image: r.Image(e.Spec.Version)})
 	if err := controllerutil.SetControllerReference(e, pod, r.Scheme()); err != nil {
 		return err
 	}

@@ -179,8 +179,7 @@ type Join struct {
 
 // PodOptions are the cluster-wide settings a member pod needs.
 type PodOptions struct {
-	Image  string
-	Domain string
+	Image string
 }
 
 // MemberPod renders one member's pod.
