@@ -10,14 +10,15 @@ import (
 	"strings"
 )
 
-//go:embed crd/bases rbac manager
+//go:embed crd/bases rbac manager catalog
 var files embed.FS
 
 // ManagerImagePlaceholder is the image name the manager manifest uses; kok
 // replaces it with the image it built (kustomize's images: does the same).
 const ManagerImagePlaceholder = "kok-manager:latest"
 
-// Manifests returns the install manifests, CRDs first, as one YAML stream.
+// Manifests returns the install manifests, CRDs first and the version
+// catalog last, as one YAML stream.
 // kustomization.yaml files are left out.
 func Manifests() ([]byte, error) {
 	var names []string
@@ -39,6 +40,8 @@ func Manifests() ([]byte, error) {
 			return 0
 		case strings.HasPrefix(p, "manager/"):
 			return 1 // the namespace lives here
+		case strings.HasPrefix(p, "catalog/"):
+			return 3 // custom resources, once their CRDs are served
 		default:
 			return 2
 		}

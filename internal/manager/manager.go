@@ -16,7 +16,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/etcd"
 )
 
@@ -59,6 +61,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 // Registry lists the operators kok-manager can run, by name. Operators add
 // themselves here as they are built.
 var Registry = map[string]Setup{
+	"cluster": func(mgr ctrl.Manager, o Options) error {
+		return (&cluster.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, MetaDomain: o.ClusterDomain}).SetupWithManager(mgr)
+	},
 	"etcd": func(mgr ctrl.Manager, o Options) error {
 		return (&etcd.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, Domain: o.ClusterDomain}).SetupWithManager(mgr)
 	},
@@ -69,6 +74,7 @@ func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(etcdv1.AddToScheme(s))
+	utilruntime.Must(clusterv1.AddToScheme(s))
 	return s
 }
 

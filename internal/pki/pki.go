@@ -125,6 +125,15 @@ func ParseKeyPair(certPEM, keyPEM []byte) (*KeyPair, error) {
 	if err != nil {
 		return nil, err
 	}
+	signer, err := ParseKey(keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &KeyPair{Cert: certs[0], Key: signer}, nil
+}
+
+// ParseKey decodes a PEM private key.
+func ParseKey(keyPEM []byte) (crypto.Signer, error) {
 	key, err := keyutil.ParsePrivateKeyPEM(keyPEM)
 	if err != nil {
 		return nil, err
@@ -133,7 +142,7 @@ func ParseKeyPair(certPEM, keyPEM []byte) (*KeyPair, error) {
 	if !ok {
 		return nil, errors.New("private key cannot sign")
 	}
-	return &KeyPair{Cert: certs[0], Key: signer}, nil
+	return signer, nil
 }
 
 // NeedsRenewal reports whether cert has less than fraction of its lifetime

@@ -1,0 +1,21 @@
+// Package v1alpha1 holds the cluster operator's API: KubeCluster and the
+// KubernetesVersion catalog.
+// +kubebuilder:object:generate=true
+// +groupName=cluster.kok.dev
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/scheme"
+)
+
+var (
+	// GroupVersion is the API group and version of the cluster operator.
+	GroupVersion = schema.GroupVersion{Group: "cluster.kok.dev", Version: "v1alpha1"}
+
+	// SchemeBuilder registers the types of this group.
+	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+
+	// AddToScheme adds the types of this group to a scheme.
+	AddToScheme = SchemeBuilder.AddToScheme
+)

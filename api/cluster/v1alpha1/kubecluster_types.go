@@ -1,0 +1,260 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+)
+
+// KubeClusterSpec is the desired state of a business cluster's control plane.
+//
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.version) || self.version.split('.')[0] == oldSelf.version.split('.')[0]",message="the major version cannot change"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.version) || int(self.version.split('.')[1]) >= int(oldSelf.version.split('.')[1])",message="Kubernetes cannot be downgraded to an older minor version: keep spec.version at the current minor or newer"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.version) || int(self.version.split('.')[1]) <= int(oldSelf.version.split('.')[1]) + 1",message="Kubernetes upgrades go one minor version at a time: upgrade to the next minor first"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.version) || int(self.version.split('.')[1]) != int(oldSelf.version.split('.')[1]) || int(self.version.split('.')[2]) >= int(oldSelf.version.split('.')[2])",message="Kubernetes cannot be downgraded to an older patch release: keep spec.version at the current patch or newer"
+// +kubebuilder:validation:XValidation:rule="has(oldSelf.etcd.ref) == has(self.etcd.ref)",message="spec.etcd cannot switch between managed and ref: the data lives in the first one (restore a backup into a new cluster instead)"
+type KubeClusterSpec struct {
+	// Version is the Kubernetes release; a KubernetesVersion of that name
+	// must exist in the catalog.
+	// +kubebuilder:validation:Pattern=`^v[0-9]+\.[0-9]+\.[0-9]+$`
+	Version string `json:"version"`
+
+	// ControlPlane shapes the apiserver, controller-manager and scheduler.
+	// +kubebuilder:default={}
+	// +optional
+	ControlPlane ControlPlaneSpec `json:"controlPlane,omitempty"`
+
+	// Etcd is where the cluster keeps its state: a managed EtcdCluster
+	// (the default) or a reference to a shared one.
+	// +kubebuilder:default={managed: {}}
+	// +optional
+	Etcd EtcdSpec `json:"etcd,omitempty"`
+
+	// Network of the business cluster.
+	// +kubebuilder:default={}
+	// +optional
+	Network NetworkSpec `json:"network,omitempty"`
+
+	// DeletionPolicy says what happens to the etcd data when the
+	// KubeCluster is deleted: Delete removes the managed EtcdCluster,
+	// Retain keeps it (and its volumes) for a later cluster.
+	// +kubebuilder:validation:Enum=Delete;Retain
+	// +kubebuilder:default=Delete
+	// +optional
+	DeletionPolicy string `json:"deletionPolicy,omitempty"`
+
+	// Paused stops the operator from changing anything; status is still
+	// observed.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+}
+
+// ControlPlaneSpec shapes the control-plane Deployments.
+type ControlPlaneSpec struct {
+	// Replicas of each component (apiservers serve, the others elect a
+	// leader). Three make an upgrade invisible to clients.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=7
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+	// +optional
+	APIServer ComponentSpec `json:"apiServer,omitempty"`
+	// +optional
+	ControllerManager ComponentSpec `json:"controllerManager,omitempty"`
+	// +optional
+	Scheduler ComponentSpec `json:"scheduler,omitempty"`
+}
+
+// ComponentSpec customizes one control-plane component.
+type ComponentSpec struct {
+	// Image replaces the catalog's image (used as written).
+	// +optional
+	Image string `json:"image,omitempty"`
+	// ExtraArgs are flags (without "--") that override the catalog's
+	// defaults and kok's own.
+	// +optional
+	ExtraArgs map[string]string `json:"extraArgs,omitempty"`
+	// Resources of the component's container.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// EtcdSpec selects the cluster's etcd.
+// +kubebuilder:validation:XValidation:rule="has(self.managed) != has(self.ref)",message="set exactly one of spec.etcd.managed and spec.etcd.ref"
+type EtcdSpec struct {
+	// Managed: kok runs a dedicated EtcdCluster named <cluster>-etcd.
+	// +optional
+	Managed *ManagedEtcd `json:"managed,omitempty"`
+	// Ref points at a shared EtcdCluster; the cluster keeps its keys under
+	// its own prefix.
+	// +optional
+	Ref *EtcdRef `json:"ref,omitempty"`
+}
+
+// ManagedEtcd is the template of a dedicated EtcdCluster.
+type ManagedEtcd struct {
+	// Replicas of the EtcdCluster (1, 3, 5 or 7).
+	// +kubebuilder:default=1
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+	// Version of etcd; the catalog's newest compatible version when empty.
+	// +optional
+	Version string `json:"version,omitempty"`
+	// Storage of each member.
+	// +optional
+	Storage *etcdv1.EtcdStorage `json:"storage,omitempty"`
+}
+
+// EtcdRef names a shared EtcdCluster.
+type EtcdRef struct {
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Namespace of the EtcdCluster; the KubeCluster's when empty.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// NetworkSpec is the business cluster's addressing and how its apiserver is
+// exposed.
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.serviceCIDR) || self.serviceCIDR == oldSelf.serviceCIDR",message="network.serviceCIDR is immutable"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.podCIDR) || self.podCIDR == oldSelf.podCIDR",message="network.podCIDR is immutable"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.dnsDomain) || self.dnsDomain == oldSelf.dnsDomain",message="network.dnsDomain is immutable"
+type NetworkSpec struct {
+	// ServiceCIDR of the business cluster.
+	// +kubebuilder:default="10.96.0.0/12"
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="serviceCIDR must be a CIDR such as 10.96.0.0/12"
+	// +optional
+	ServiceCIDR string `json:"serviceCIDR,omitempty"`
+	// PodCIDR of the business cluster.
+	// +kubebuilder:default="10.244.0.0/16"
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="podCIDR must be a CIDR such as 10.244.0.0/16"
+	// +optional
+	PodCIDR string `json:"podCIDR,omitempty"`
+	// DNSDomain of the business cluster.
+	// +kubebuilder:default="cluster.local"
+	// +optional
+	DNSDomain string `json:"dnsDomain,omitempty"`
+	// APIServer is how the apiserver is exposed.
+	// +kubebuilder:default={}
+	// +optional
+	APIServer APIServerService `json:"apiServer,omitempty"`
+}
+
+// APIServerService exposes the apiserver.
+// +kubebuilder:validation:XValidation:rule="!has(self.nodePort) || self.type == 'NodePort'",message="nodePort needs type: NodePort"
+type APIServerService struct {
+	// Type of the apiserver Service.
+	// +kubebuilder:validation:Enum=ClusterIP;NodePort;LoadBalancer
+	// +kubebuilder:default=ClusterIP
+	// +optional
+	Type corev1.ServiceType `json:"type,omitempty"`
+	// Port of the Service (and the apiserver's secure port).
+	// +kubebuilder:default=6443
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+	// NodePort to use with type NodePort; allocated when empty.
+	// +optional
+	NodePort int32 `json:"nodePort,omitempty"`
+	// CertSANs are extra names and addresses in the serving certificate.
+	// +optional
+	CertSANs []string `json:"certSANs,omitempty"`
+}
+
+// Condition types of a KubeCluster.
+const (
+	ConditionEtcdReady             = "EtcdReady"
+	ConditionCertificatesReady     = "CertificatesReady"
+	ConditionControlPlaneAvailable = "ControlPlaneAvailable"
+	ConditionProgressing           = "Progressing"
+	ConditionReady                 = "Ready"
+)
+
+// Phases summarize the conditions.
+const (
+	PhaseProvisioning = "Provisioning"
+	PhaseReady        = "Ready"
+	PhaseUpgrading    = "Upgrading"
+	PhaseDegraded     = "Degraded"
+	PhasePaused       = "Paused"
+	PhaseDeleting     = "Deleting"
+)
+
+// ComponentStatus is one control-plane Deployment as observed.
+type ComponentStatus struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	// Replicas, UpdatedReplicas and ReadyReplicas come from the Deployment.
+	Replicas        int32 `json:"replicas"`
+	UpdatedReplicas int32 `json:"updatedReplicas"`
+	ReadyReplicas   int32 `json:"readyReplicas"`
+}
+
+// KubeClusterStatus is the observed state of a business cluster.
+type KubeClusterStatus struct {
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Phase summarizes the conditions for print columns.
+	// +optional
+	Phase string `json:"phase,omitempty"`
+	// Version is the oldest version any component runs.
+	// +optional
+	Version string `json:"version,omitempty"`
+	// Components as observed.
+	// +optional
+	Components []ComponentStatus `json:"components,omitempty"`
+	// Endpoint is the apiserver URL reachable in the meta cluster.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+	// ServiceIP is the apiserver Service's cluster IP; kept so a deleted
+	// Service comes back at the same address.
+	// +optional
+	ServiceIP string `json:"serviceIP,omitempty"`
+	// AdminKubeconfigSecret holds the admin kubeconfig under key "value".
+	// +optional
+	AdminKubeconfigSecret string `json:"adminKubeconfigSecret,omitempty"`
+	// EtcdCluster is the namespace/name of the EtcdCluster in use.
+	// +optional
+	EtcdCluster string `json:"etcdCluster,omitempty"`
+}
+
+// KubeCluster is a business cluster whose control plane kok runs in the
+// meta cluster.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=kc,categories=kok
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.spec.version`
+// +kubebuilder:printcolumn:name="Installed",type=string,JSONPath=`.status.version`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.controlPlane.replicas`
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
+// +kubebuilder:printcolumn:name="Etcd",type=string,JSONPath=`.status.etcdCluster`,priority=1
+// +kubebuilder:printcolumn:name="Kubeconfig",type=string,JSONPath=`.status.adminKubeconfigSecret`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type KubeCluster struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   KubeClusterSpec   `json:"spec,omitempty"`
+	Status KubeClusterStatus `json:"status,omitempty"`
+}
+
+// KubeClusterList is a list of KubeClusters.
+// +kubebuilder:object:root=true
+type KubeClusterList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []KubeCluster `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&KubeCluster{}, &KubeClusterList{})
+}

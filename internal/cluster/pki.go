@@ -1,0 +1,266 @@
+package cluster
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	netutils "k8s.io/utils/net"
+
+	"github.com/kubeonkube/kok/internal/kubeconfig"
+	"github.com/kubeonkube/kok/internal/pki"
+)
+
+// renewFraction: a leaf with less than this share of its life left is
+// reissued (and the components that mount it roll).
+const renewFraction = 0.2
+
+// Secret keys.
+const (
+	KeyCert       = "tls.crt"
+	KeyKey        = "tls.key"
+	KeyCA         = "ca.crt"
+	KeySAPrivate  = "sa.key"
+	KeySAPublic   = "sa.pub"
+	KeyKubeconfig = "value"
+)
+
+// SecretData is the content of one Secret, by key.
+type SecretData map[string][]byte
+
+// Secret is a Secret's data and the rotation request it was issued for.
+type Secret struct {
+	Data     SecretData
+	Rotation string
+}
+
+// PKIInput is what the certificates must say.
+type PKIInput struct {
+	Names Names
+	// MetaDomain is the meta cluster's DNS domain, DNSDomain the business
+	// cluster's.
+	MetaDomain, DNSDomain string
+	ServiceCIDR           string
+	// ServiceIP is the apiserver Service's cluster IP once known.
+	ServiceIP string
+	Port      int32
+	ExtraSANs []string
+	// EtcdCA signs the apiserver's etcd client certificate.
+	EtcdCA *pki.KeyPair
+	// Rotation is the value of the rotate-certificates annotation.
+	Rotation string
+}
+
+// InternalServer is the URL controller-manager and scheduler use.
+func (in PKIInput) InternalServer() string {
+	return fmt.Sprintf("https://%s:%d", in.Names.ServiceHost(), in.Port)
+}
+
+// AdminServer is the URL in the admin kubeconfig: the Service address,
+// reachable from anywhere in the meta cluster and from its nodes.
+func (in PKIInput) AdminServer() string {
+	if in.ServiceIP == "" {
+		return in.InternalServer()
+	}
+	return "https://" + net.JoinHostPort(in.ServiceIP, fmt.Sprint(in.Port))
+}
+
+// ServingSANs are the names and addresses the apiserver answers to.
+func (in PKIInput) ServingSANs() ([]string, []net.IP, error) {
+	svc := in.Names.Service()
+	dns := []string{
+		svc, svc + "." + in.Names.Namespace, in.Names.ServiceHost(), in.Names.ServiceHost() + "." + in.MetaDomain,
+		"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + in.DNSDomain,
+		"localhost",
+	}
+	ips := []net.IP{net.ParseIP("127.0.0.1")}
+	_, cidr, err := netutils.ParseCIDRSloppy(in.ServiceCIDR)
+	if err != nil {
+		return nil, nil, fmt.Errorf("serviceCIDR %q: %w", in.ServiceCIDR, err)
+	}
+	first, err := netutils.GetIndexedIP(cidr, 1)
+	if err != nil {
+		return nil, nil, err
+	}
+	ips = append(ips, first)
+	if ip := net.ParseIP(in.ServiceIP); ip != nil {
+		ips = append(ips, ip)
+	}
+	for _, s := range in.ExtraSANs {
+		if ip := net.ParseIP(s); ip != nil {
+			ips = append(ips, ip)
+		} else if s = strings.TrimSpace(s); s != "" {
+			dns = append(dns, s)
+		}
+	}
+	return dns, ips, nil
+}
+
+// PlanPKI returns the content every certificate and kubeconfig Secret must
+// have. Good existing Secrets come back unchanged; changed lists the ones
+// that are new or differ. A missing CA is made anew, which reissues every
+// leaf signed by it.
+func PlanPKI(in PKIInput, have map[string]Secret, now time.Time) (map[string]Secret, []string, error) {
+	n := in.Names
+	want := map[string]Secret{}
+	var changed []string
+	set := func(name string, s Secret) {
+		want[name] = s
+		changed = append(changed, name)
+	}
+
+	ca := func(name, cn string) (*pki.KeyPair, error) {
+		cur := have[name]
+		if kp, err := pki.ParseKeyPair(cur.Data[KeyCert], cur.Data[KeyKey]); err == nil && kp.Cert.IsCA {
+			want[name] = cur
+			return kp, nil
+		}
+		kp, err := pki.NewCA(cn)
+		if err != nil {
+			return nil, err
+		}
+		key, err := kp.KeyPEM()
+		if err != nil {
+			return nil, err
+		}
+		// ca.crt is the trust bundle; during a two-phase CA rotation it
+		// holds the old and the new CA while tls.crt/tls.key sign.
+		set(name, Secret{Data: SecretData{KeyCert: kp.CertPEM(), KeyKey: key, KeyCA: kp.CertPEM()}})
+		return kp, nil
+	}
+	clusterCA, err := ca(n.CASecret(), n.Cluster+"-ca")
+	if err != nil {
+		return nil, nil, err
+	}
+	proxyCA, err := ca(n.FrontProxyCASecret(), n.Cluster+"-front-proxy-ca")
+	if err != nil {
+		return nil, nil, err
+	}
+
+	// The service-account key pair signs tokens: kept unless unreadable.
+	if cur := have[n.ServiceAccountSecret()]; validSAKey(cur.Data) {
+		want[n.ServiceAccountSecret()] = cur
+	} else {
+		key, err := pki.NewKey()
+		if err != nil {
+			return nil, nil, err
+		}
+		pub, err := pki.PublicKeyPEM(key)
+		if err != nil {
+			return nil, nil, err
+		}
+		kp := &pki.KeyPair{Key: key}
+		priv, err := kp.KeyPEM()
+		if err != nil {
+			return nil, nil, err
+		}
+		set(n.ServiceAccountSecret(), Secret{Data: SecretData{KeySAPrivate: priv, KeySAPublic: pub}})
+	}
+
+	leaf := func(name string, signer *pki.KeyPair, spec pki.CertSpec) error {
+		cur := have[name]
+		caPEM := signer.CertPEM()
+		if kp, err := pki.ParseKeyPair(cur.Data[KeyCert], cur.Data[KeyKey]); err == nil && cur.Rotation == in.Rotation &&
+			kp.Cert.CheckSignatureFrom(signer.Cert) == nil && !pki.NeedsRenewal(kp.Cert, renewFraction, now) &&
+			pki.Covers(kp.Cert, spec.DNSNames, spec.IPs) && bytes.Equal(cur.Data[KeyCA], caPEM) {
+			want[name] = cur
+			return nil
+		}
+		kp, err := signer.Issue(spec)
+		if err != nil {
+			return err
+		}
+		key, err := kp.KeyPEM()
+		if err != nil {
+			return err
+		}
+		set(name, Secret{Data: SecretData{KeyCert: kp.CertPEM(), KeyKey: key, KeyCA: caPEM}, Rotation: in.Rotation})
+		return nil
+	}
+	dns, ips, err := in.ServingSANs()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := leaf(n.APIServerSecret(), clusterCA, pki.CertSpec{CommonName: "kube-apiserver", Server: true, DNSNames: dns, IPs: ips}); err != nil {
+		return nil, nil, err
+	}
+	if err := leaf(n.KubeletClientSecret(), clusterCA, pki.CertSpec{CommonName: "kube-apiserver-kubelet-client",
+		Organization: []string{"system:masters"}, Client: true}); err != nil {
+		return nil, nil, err
+	}
+	if err := leaf(n.FrontProxyClientSecret(), proxyCA, pki.CertSpec{CommonName: "front-proxy-client", Client: true}); err != nil {
+		return nil, nil, err
+	}
+	if in.EtcdCA == nil {
+		return nil, nil, fmt.Errorf("the etcd CA is not available yet")
+	}
+	if err := leaf(n.EtcdClientSecret(), in.EtcdCA, pki.CertSpec{CommonName: EtcdUser(n), Client: true}); err != nil {
+		return nil, nil, err
+	}
+
+	kubeconfigs := []struct {
+		secret, user, cn, server string
+		org                      []string
+	}{
+		{n.ControllerManagerKubeconfig(), "kube-controller-manager", "system:kube-controller-manager", in.InternalServer(), nil},
+		{n.SchedulerKubeconfig(), "kube-scheduler", "system:kube-scheduler", in.InternalServer(), nil},
+		{n.AdminKubeconfig(), "kok-admin", "kok-admin", in.AdminServer(), []string{"system:masters"}},
+	}
+	for _, k := range kubeconfigs {
+		cur := have[k.secret]
+		if cur.Rotation == in.Rotation && validKubeconfig(cur.Data[KeyKubeconfig], k.server, clusterCA, now) {
+			want[k.secret] = cur
+			continue
+		}
+		kp, err := clusterCA.Issue(pki.CertSpec{CommonName: k.cn, Organization: k.org, Client: true})
+		if err != nil {
+			return nil, nil, err
+		}
+		key, err := kp.KeyPEM()
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg, err := kubeconfig.Build(kubeconfig.Spec{ClusterName: n.Cluster, UserName: k.user, Server: k.server,
+			CA: clusterCA.CertPEM(), ClientCert: kp.CertPEM(), ClientKey: key})
+		if err != nil {
+			return nil, nil, err
+		}
+		set(k.secret, Secret{Data: SecretData{KeyKubeconfig: cfg}, Rotation: in.Rotation})
+	}
+	return want, changed, nil
+}
+
+// EtcdUser is the common name of the apiserver's etcd client certificate
+// (the etcd user a shared cluster confines to the cluster's prefix).
+func EtcdUser(n Names) string { return "kube-apiserver." + n.Namespace + "." + n.Cluster }
+
+func validSAKey(d SecretData) bool {
+	kp, err := pki.ParseKey(d[KeySAPrivate])
+	if err != nil {
+		return false
+	}
+	pub, err := pki.PublicKeyPEM(kp)
+	return err == nil && bytes.Equal(pub, d[KeySAPublic])
+}
+
+// validKubeconfig reports whether data is a kubeconfig for server whose
+// credentials ca signed and need no renewal yet.
+func validKubeconfig(data []byte, server string, ca *pki.KeyPair, now time.Time) bool {
+	cfg, err := clientcmd.Load(data)
+	if err != nil || cfg.Contexts[cfg.CurrentContext] == nil {
+		return false
+	}
+	ctx := cfg.Contexts[cfg.CurrentContext]
+	cl, user := cfg.Clusters[ctx.Cluster], cfg.AuthInfos[ctx.AuthInfo]
+	if cl == nil || user == nil || cl.Server != server || !bytes.Equal(cl.CertificateAuthorityData, ca.CertPEM()) {
+		return false
+	}
+	kp, err := pki.ParseKeyPair(user.ClientCertificateData, user.ClientKeyData)
+	if err != nil {
+		return false
+	}
+	return kp.Cert.CheckSignatureFrom(ca.Cert) == nil && !pki.NeedsRenewal(kp.Cert, renewFraction, now)
+}

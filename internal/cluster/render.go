@@ -1,0 +1,337 @@
+package cluster
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
+)
+
+// Ports the components serve on inside their pods.
+const (
+	APIServerPort         = 6443
+	ControllerManagerPort = 10257
+	SchedulerPort         = 10259
+)
+
+const (
+	pkiDir        = "/etc/kubernetes/pki"
+	kubeconfigDir = "/etc/kubernetes/kubeconfig"
+	// nonRoot runs every component; projected files are group-readable.
+	nonRoot = 65532
+)
+
+// RenderInput is what one component's Deployment is made from.
+type RenderInput struct {
+	Names   Names
+	Spec    *clusterv1.KubeClusterSpec
+	Catalog *clusterv1.KubernetesVersionSpec
+	// Registry prefixes catalog images that name no registry.
+	Registry string
+	// ConfigHash is the hash of the Secrets the component mounts.
+	ConfigHash string
+	// EtcdServers, EtcdPrefix and ServiceIP are the apiserver's.
+	EtcdServers, EtcdPrefix, ServiceIP string
+}
+
+// Image resolves a catalog image against the registry: references that
+// name a registry host are used as written.
+func Image(registry, ref string) string {
+	if registry == "" {
+		registry = "kok.local"
+	}
+	if first, _, found := strings.Cut(ref, "/"); found && (strings.ContainsAny(first, ".:") || first == "localhost") {
+		return ref
+	}
+	return strings.TrimSuffix(registry, "/") + "/" + ref
+}
+
+// Args renders flags: kok's, then the catalog's defaults, then the
+// cluster's extraArgs, later ones winning; sorted so the rendering is stable.
+func Args(layers ...map[string]string) []string {
+	merged := map[string]string{}
+	for _, l := range layers {
+		maps.Copy(merged, l)
+	}
+	out := make([]string, 0, len(merged))
+	for _, k := range slices.Sorted(maps.Keys(merged)) {
+		out = append(out, "--"+k+"="+merged[k])
+	}
+	return out
+}
+
+// HashSecrets hashes the data of Secrets in a stable order.
+func HashSecrets(secrets ...SecretData) string {
+	h := sha256.New()
+	for _, s := range secrets {
+		for _, k := range slices.Sorted(maps.Keys(s)) {
+			fmt.Fprintf(h, "%s=%x;", k, sha256.Sum256(s[k]))
+		}
+		h.Write([]byte{'|'})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// APIServerDeployment renders the apiservers.
+func APIServerDeployment(in RenderInput) *appsv1.Deployment {
+	n, spec := in.Names, in.Spec
+	p := func(f string) string { return pkiDir + "/" + f }
+	_, svcNet, _ := net.ParseCIDR(spec.Network.ServiceCIDR)
+	base := map[string]string{
+		"advertise-address":                  in.ServiceIP,
+		"allow-privileged":                   "true",
+		"authorization-mode":                 "Node,RBAC",
+		"bind-address":                       "0.0.0.0",
+		"client-ca-file":                     p("ca.crt"),
+		"enable-admission-plugins":           "NodeRestriction",
+		"enable-bootstrap-token-auth":        "true",
+		"endpoint-reconciler-type":           "none",
+		"etcd-cafile":                        p("etcd/ca.crt"),
+		"etcd-certfile":                      p("etcd/client.crt"),
+		"etcd-keyfile":                       p("etcd/client.key"),
+		"etcd-prefix":                        in.EtcdPrefix,
+		"etcd-servers":                       in.EtcdServers,
+		"kubelet-client-certificate":         p("apiserver-kubelet-client.crt"),
+		"kubelet-client-key":                 p("apiserver-kubelet-client.key"),
+		"kubelet-preferred-address-types":    "InternalIP,ExternalIP,Hostname",
+		"proxy-client-cert-file":             p("front-proxy-client.crt"),
+		"proxy-client-key-file":              p("front-proxy-client.key"),
+		"requestheader-allowed-names":        "front-proxy-client",
+		"requestheader-client-ca-file":       p("front-proxy-ca.crt"),
+		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
+		"requestheader-group-headers":        "X-Remote-Group",
+		"requestheader-username-headers":     "X-Remote-User",
+		"secure-port":                        fmt.Sprint(APIServerPort),
+		"service-account-issuer":             "https://kubernetes.default.svc." + spec.Network.DNSDomain,
+		"service-account-key-file":           p("sa.pub"),
+		"service-account-signing-key-file":   p("sa.key"),
+		"service-cluster-ip-range":           spec.Network.ServiceCIDR,
+		"tls-cert-file":                      p("apiserver.crt"),
+		"tls-private-key-file":               p("apiserver.key"),
+	}
+	if svcNet == nil {
+		delete(base, "service-cluster-ip-range")
+	}
+	if in.ServiceIP == "" {
+		delete(base, "advertise-address")
+	}
+	files := []projection{
+		{n.CASecret(), KeyCA, "ca.crt"},
+		{n.FrontProxyCASecret(), KeyCA, "front-proxy-ca.crt"},
+		{n.ServiceAccountSecret(), KeySAPublic, "sa.pub"},
+		{n.ServiceAccountSecret(), KeySAPrivate, "sa.key"},
+		{n.APIServerSecret(), KeyCert, "apiserver.crt"},
+		{n.APIServerSecret(), KeyKey, "apiserver.key"},
+		{n.KubeletClientSecret(), KeyCert, "apiserver-kubelet-client.crt"},
+		{n.KubeletClientSecret(), KeyKey, "apiserver-kubelet-client.key"},
+		{n.FrontProxyClientSecret(), KeyCert, "front-proxy-client.crt"},
+		{n.FrontProxyClientSecret(), KeyKey, "front-proxy-client.key"},
+		{n.EtcdClientSecret(), KeyCA, "etcd/ca.crt"},
+		{n.EtcdClientSecret(), KeyCert, "etcd/client.crt"},
+		{n.EtcdClientSecret(), KeyKey, "etcd/client.key"},
+	}
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return httpsProbe(path, APIServerPort, period, failures)
+	}
+	c := container(APIServer, Image(in.Registry, in.Catalog.Images.APIServer), spec.ControlPlane.APIServer,
+		Args(base, in.Catalog.DefaultArgs.APIServer, spec.ControlPlane.APIServer.ExtraArgs),
+		APIServerPort, resources("100m", "192Mi"))
+	c.StartupProbe = probe("/livez", 1, 120)
+	c.LivenessProbe = probe("/livez", 10, 6)
+	c.ReadinessProbe = probe("/readyz", 1, 3)
+	c.VolumeMounts = []corev1.VolumeMount{{Name: "pki", MountPath: pkiDir, ReadOnly: true}}
+	d := deployment(in, APIServer, c, []corev1.Volume{projected("pki", files)})
+	// Time for a terminating apiserver to leave the endpoints and drain.
+	d.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](45)
+	return d
+}
+
+// ControllerManagerDeployment renders the controller-managers.
+func ControllerManagerDeployment(in RenderInput) *appsv1.Deployment {
+	n, spec := in.Names, in.Spec
+	p := func(f string) string { return pkiDir + "/" + f }
+	kc := kubeconfigDir + "/kubeconfig"
+	base := map[string]string{
+		"authentication-kubeconfig":        kc,
+		"authorization-kubeconfig":         kc,
+		"bind-address":                     "0.0.0.0",
+		"client-ca-file":                   p("ca.crt"),
+		"cluster-name":                     n.Cluster,
+		"cluster-signing-cert-file":        p("signer.crt"),
+		"cluster-signing-key-file":         p("signer.key"),
+		"kubeconfig":                       kc,
+		"leader-elect":                     "true",
+		"requestheader-client-ca-file":     p("front-proxy-ca.crt"),
+		"root-ca-file":                     p("ca.crt"),
+		"secure-port":                      fmt.Sprint(ControllerManagerPort),
+		"service-account-private-key-file": p("sa.key"),
+		"service-cluster-ip-range":         spec.Network.ServiceCIDR,
+		"use-service-account-credentials":  "true",
+	}
+	if spec.Network.PodCIDR != "" {
+		base["allocate-node-cidrs"] = "true"
+		base["cluster-cidr"] = spec.Network.PodCIDR
+	}
+	files := []projection{
+		{n.CASecret(), KeyCA, "ca.crt"},
+		{n.CASecret(), KeyCert, "signer.crt"},
+		{n.CASecret(), KeyKey, "signer.key"},
+		{n.FrontProxyCASecret(), KeyCA, "front-proxy-ca.crt"},
+		{n.ServiceAccountSecret(), KeySAPrivate, "sa.key"},
+	}
+	c := container(ControllerManager, Image(in.Registry, in.Catalog.Images.ControllerManager), spec.ControlPlane.ControllerManager,
+		Args(base, in.Catalog.DefaultArgs.ControllerManager, spec.ControlPlane.ControllerManager.ExtraArgs),
+		ControllerManagerPort, resources("50m", "96Mi"))
+	c.StartupProbe = httpsProbe("/healthz", ControllerManagerPort, 1, 120)
+	c.LivenessProbe = httpsProbe("/healthz", ControllerManagerPort, 10, 6)
+	c.ReadinessProbe = httpsProbe("/healthz", ControllerManagerPort, 2, 3)
+	c.VolumeMounts = []corev1.VolumeMount{
+		{Name: "pki", MountPath: pkiDir, ReadOnly: true},
+		{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true},
+	}
+	return deployment(in, ControllerManager, c, []corev1.Volume{projected("pki", files),
+		projected("kubeconfig", []projection{{n.ControllerManagerKubeconfig(), KeyKubeconfig, "kubeconfig"}})})
+}
+
+// SchedulerDeployment renders the schedulers.
+func SchedulerDeployment(in RenderInput) *appsv1.Deployment {
+	n, spec := in.Names, in.Spec
+	kc := kubeconfigDir + "/kubeconfig"
+	base := map[string]string{
+		"authentication-kubeconfig": kc,
+		"authorization-kubeconfig":  kc,
+		"bind-address":              "0.0.0.0",
+		"kubeconfig":                kc,
+		"leader-elect":              "true",
+		"secure-port":               fmt.Sprint(SchedulerPort),
+	}
+	c := container(Scheduler, Image(in.Registry, in.Catalog.Images.Scheduler), spec.ControlPlane.Scheduler,
+		Args(base, in.Catalog.DefaultArgs.Scheduler, spec.ControlPlane.Scheduler.ExtraArgs),
+		SchedulerPort, resources("20m", "48Mi"))
+	c.StartupProbe = httpsProbe("/healthz", SchedulerPort, 1, 120)
+	c.LivenessProbe = httpsProbe("/healthz", SchedulerPort, 10, 6)
+	c.ReadinessProbe = httpsProbe("/healthz", SchedulerPort, 2, 3)
+	c.VolumeMounts = []corev1.VolumeMount{{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true}}
+	return deployment(in, Scheduler, c, []corev1.Volume{
+		projected("kubeconfig", []projection{{n.SchedulerKubeconfig(), KeyKubeconfig, "kubeconfig"}})})
+}
+
+// APIServerService renders the Service in front of the apiservers. ip, when
+// known, keeps a re-created Service at its old address.
+func APIServerService(n Names, spec *clusterv1.KubeClusterSpec, ip string) *corev1.Service {
+	s := &corev1.Service{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+		ObjectMeta: metav1.ObjectMeta{Name: n.Service(), Namespace: n.Namespace, Labels: n.Labels(APIServer)},
+		Spec: corev1.ServiceSpec{
+			Type:     spec.Network.APIServer.Type,
+			Selector: n.ServiceSelector(),
+			Ports: []corev1.ServicePort{{Name: "https", Port: spec.Network.APIServer.Port, Protocol: corev1.ProtocolTCP,
+				TargetPort: intstr.FromInt32(APIServerPort), NodePort: spec.Network.APIServer.NodePort}},
+			ClusterIP: ip,
+		},
+	}
+	if s.Spec.Type == "" {
+		s.Spec.Type = corev1.ServiceTypeClusterIP
+	}
+	return s
+}
+
+type projection struct{ secret, key, path string }
+
+func projected(name string, files []projection) corev1.Volume {
+	var sources []corev1.VolumeProjection
+	for _, f := range files {
+		item := corev1.KeyToPath{Key: f.key, Path: f.path}
+		if i := slices.IndexFunc(sources, func(s corev1.VolumeProjection) bool { return s.Secret.Name == f.secret }); i >= 0 {
+			sources[i].Secret.Items = append(sources[i].Secret.Items, item)
+			continue
+		}
+		sources = append(sources, corev1.VolumeProjection{Secret: &corev1.SecretProjection{
+			LocalObjectReference: corev1.LocalObjectReference{Name: f.secret}, Items: []corev1.KeyToPath{item}}})
+	}
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: sources, DefaultMode: ptr.To[int32](0o440)}}}
+}
+
+func httpsProbe(path string, port, period, failures int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: path, Port: intstr.FromInt32(port), Scheme: corev1.URISchemeHTTPS}},
+		PeriodSeconds: period, FailureThreshold: failures, TimeoutSeconds: 5,
+	}
+}
+
+func resources(cpu, memory string) corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(memory)}}
+}
+
+func container(name, image string, cs clusterv1.ComponentSpec, args []string, port int32, res corev1.ResourceRequirements) corev1.Container {
+	if cs.Image != "" {
+		image = cs.Image
+	}
+	if cs.Resources != nil {
+		res = *cs.Resources
+	}
+	return corev1.Container{
+		Name:            name,
+		Image:           image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Args:            args,
+		Ports:           []corev1.ContainerPort{{Name: "https", ContainerPort: port, Protocol: corev1.ProtocolTCP}},
+		Resources:       res,
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+func deployment(in RenderInput, component string, c corev1.Container, volumes []corev1.Volume) *appsv1.Deployment {
+	n := in.Names
+	labels := n.Labels(component)
+	return &appsv1.Deployment{
+		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Name: n.Deployment(component), Namespace: n.Namespace, Labels: labels,
+			Annotations: map[string]string{AnnVersion: in.Catalog.Version}},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(in.Spec.ControlPlane.Replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: n.Selector(component)},
+			// A new pod must be ready before an old one goes.
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: ptr.To(intstr.FromInt32(0)), MaxSurge: ptr.To(intstr.FromInt32(1))}},
+			RevisionHistoryLimit: ptr.To[int32](3),
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels,
+					Annotations: map[string]string{AnnVersion: in.Catalog.Version, AnnConfigHash: in.ConfigHash}},
+				Spec: corev1.PodSpec{
+					Containers:                   []corev1.Container{c},
+					Volumes:                      volumes,
+					AutomountServiceAccountToken: ptr.To(false),
+					EnableServiceLinks:           ptr.To(false),
+					SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](nonRoot),
+						RunAsGroup: ptr.To[int64](nonRoot), FSGroup: ptr.To[int64](nonRoot),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+					Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+						PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 100,
+							PodAffinityTerm: corev1.PodAffinityTerm{TopologyKey: corev1.LabelHostname,
+								LabelSelector: &metav1.LabelSelector{MatchLabels: n.Selector(component)}}}}}},
+				},
+			},
+		},
+	}
+}
