@@ -10,7 +10,7 @@ import (
 	"strings"
 )
 
-//go:embed crd/bases rbac manager catalog
+//go:embed crd/bases rbac manager webhook catalog
 var files embed.FS
 
 // ManagerImagePlaceholder is the image name the manager manifest uses; kok

@@ -39,7 +39,7 @@ func (o *localOptions) binaries() local.Binaries {
 
 func newUpCommand(g *globalOptions) *cobra.Command {
 	o := &localOptions{globalOptions: g}
-	var keep bool
+	var keep, demo bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -49,7 +49,8 @@ kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet and
 kube-proxy as supervised processes, CoreDNS and kok-manager as pods. Binaries are
 built from the Go module proxy on first use and cached; images are assembled
 locally. Running it again on a running cluster only reports it; after a crash or
-a reboot it recovers the cluster from its state directory.`,
+a reboot it recovers the cluster from its state directory. It ends by creating
+a demo business cluster (a KubeCluster) and printing the kubectl line that uses it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			self, err := os.Executable()
@@ -60,13 +61,14 @@ a reboot it recovers the cluster from its state directory.`,
 			cfg.StateDir, cfg.CacheDir = o.stateDir, o.cacheDir
 			_, err = local.Up(cmd.Context(), local.UpOptions{
 				Config: cfg, Bins: o.binaries(), Builder: o.builder(), Self: self,
-				Out: cmd.OutOrStdout(), KeepOnFailure: keep, Timeout: timeout,
+				Out: cmd.OutOrStdout(), KeepOnFailure: keep, Timeout: timeout, Demo: demo,
 			})
 			return err
 		},
 	}
 	o.bind(cmd)
 	cmd.Flags().StringVar(&o.binDir, "bin-dir", "", "directory holding kok-manager and kok-pause (default: beside kok)")
+	cmd.Flags().BoolVar(&demo, "demo", true, "end by creating the demo business cluster "+local.DemoCluster)
 	cmd.Flags().BoolVar(&keep, "keep-on-failure", false, "leave a cluster that failed to come up running, for inspection")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the cluster to become ready")
 	return cmd

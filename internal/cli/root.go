@@ -48,6 +48,7 @@ func NewRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&o.cacheDir, "cache-dir", cache, "directory for builds and images (env KOK_CACHE_DIR)")
 	root.PersistentFlags().BoolVarP(&o.verbose, "verbose", "v", false, "show build and component output")
 	root.AddCommand(newBuildCommand(o), newUpCommand(o), newDownCommand(o), newStatusCommand(o),
-		newSuperviseCommand(o), newKubectlCommand(o), newEnvtestAssetsCommand(o), newLocalStorageCommand(o))
+		newSuperviseCommand(o), newKubectlCommand(o), newEnvtestAssetsCommand(o), newLocalStorageCommand(o),
+		newCreateCommand(o), newGetCommand(o), newDeleteCommand(o))
 	return root
 }

@@ -41,6 +41,9 @@ type Reconciler struct {
 	ImageRegistry string
 	// MetaDomain is the meta cluster's DNS domain.
 	MetaDomain string
+	// Bootstrap keeps the business cluster's bootstrap objects; nil uses
+	// EnsureBootstrapObjects through the admin kubeconfig.
+	Bootstrap func(ctx context.Context, kubeconfig []byte, server string, caPEM []byte) error
 }
 
 // +kubebuilder:rbac:groups=cluster.kok.dev,resources=kubeclusters,verbs=get;list;watch;update;patch
@@ -200,7 +203,11 @@ func (r *Reconciler) ensureEtcd(ctx context.Context, kc *clusterv1.KubeCluster, 
 		setCondition(kc, clusterv1.ConditionEtcdReady, false, "NotFound", fmt.Sprintf("EtcdCluster %s does not exist", key))
 		return nil
 	}
-	if m := kc.Spec.Etcd.Managed; m != nil && apply {
+	if kc.Spec.Etcd.Ref == nil && apply {
+		m := kc.Spec.Etcd.Managed
+		if m == nil {
+			m = &clusterv1.ManagedEtcd{}
+		}
 		version := managedEtcdVersion(m, ec, exists, st.desired.Spec.EtcdVersions)
 		if err := r.applyManagedEtcd(ctx, kc, key, m, version); err != nil {
 			return err
@@ -415,9 +422,10 @@ func (r *Reconciler) ensureControlPlane(ctx context.Context, kc *clusterv1.KubeC
 	}
 	if apply {
 		for _, c := range []string{APIServer, ControllerManager, Scheduler} {
-			if c != APIServer && st.deployments[c] == nil && (st.deployments[APIServer] == nil || st.deployments[APIServer].Status.ReadyReplicas == 0) {
+			if c == ControllerManager && st.deployments[c] == nil && (st.deployments[APIServer] == nil || st.deployments[APIServer].Status.ReadyReplicas == 0) {
 				// controller-manager exits when it starts before the
-				// apiserver answers; it is created once one is ready.
+				// apiserver answers; it is created once one is ready (the
+				// scheduler waits for the apiserver by itself).
 				continue
 			}
 			catalog := st.desired
@@ -449,7 +457,11 @@ func (r *Reconciler) ensureControlPlane(ctx context.Context, kc *clusterv1.KubeC
 			progress = append(progress, c+" not created yet")
 			continue
 		}
-		if !rolledOut(d) || d.Annotations[AnnVersion] != kc.Spec.Version {
+		switch {
+		case d.Status.ObservedGeneration < d.Generation:
+			busy = true
+			progress = append(progress, fmt.Sprintf("%s %s: rollout starting", c, d.Annotations[AnnVersion]))
+		case !rolledOut(d) || d.Annotations[AnnVersion] != kc.Spec.Version:
 			busy = true
 			progress = append(progress, fmt.Sprintf("%s %s: %d/%d updated, %d ready", c, d.Annotations[AnnVersion],
 				d.Status.UpdatedReplicas, ptrValue(d.Spec.Replicas), d.Status.ReadyReplicas))
@@ -528,7 +540,15 @@ func (r *Reconciler) ensureBootstrap(ctx context.Context, kc *clusterv1.KubeClus
 	if kc.Spec.Paused {
 		return nil
 	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(st.secrets[n.AdminKubeconfig()].Data[KeyKubeconfig])
+	bootstrap := r.Bootstrap
+	if bootstrap == nil {
+		bootstrap = bootstrapThroughKubeconfig
+	}
+	return bootstrap(ctx, st.secrets[n.AdminKubeconfig()].Data[KeyKubeconfig], kc.Status.Endpoint, st.secrets[n.CASecret()].Data[KeyCA])
+}
+
+func bootstrapThroughKubeconfig(ctx context.Context, kubeconfig []byte, server string, caPEM []byte) error {
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -537,7 +557,7 @@ func (r *Reconciler) ensureBootstrap(ctx context.Context, kc *clusterv1.KubeClus
 	if err != nil {
 		return err
 	}
-	return EnsureBootstrapObjects(ctx, cs, kc.Status.Endpoint, st.secrets[n.CASecret()].Data[KeyCA])
+	return EnsureBootstrapObjects(ctx, cs, server, caPEM)
 }
 
 // teardown removes the control plane in order: controller-manager and
@@ -558,7 +578,7 @@ func (r *Reconciler) teardown(ctx context.Context, kc *clusterv1.KubeCluster, n 
 		gone := true
 		for _, c := range stage {
 			d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: n.Namespace, Name: n.Deployment(c)}}
-			if err := r.Delete(ctx, d, client.PropagationPolicy(metav1.DeletePropagationForeground)); err == nil {
+			if err := r.Delete(ctx, d, client.PropagationPolicy(metav1.DeletePropagationBackground)); err == nil {
 				gone = false
 			} else if !apierrors.IsNotFound(err) {
 				return ctrl.Result{}, err
@@ -579,7 +599,7 @@ func (r *Reconciler) teardown(ctx context.Context, kc *clusterv1.KubeCluster, n 
 	if err := r.Delete(ctx, svc); err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
 	}
-	if kc.Spec.Etcd.Managed != nil {
+	if kc.Spec.Etcd.Ref == nil {
 		ec := &etcdv1.EtcdCluster{}
 		err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.ManagedEtcd()}, ec)
 		switch {

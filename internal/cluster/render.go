@@ -196,7 +196,7 @@ func ControllerManagerDeployment(in RenderInput) *appsv1.Deployment {
 		ControllerManagerPort, resources("50m", "96Mi"))
 	c.StartupProbe = httpsProbe("/healthz", ControllerManagerPort, 1, 120)
 	c.LivenessProbe = httpsProbe("/healthz", ControllerManagerPort, 10, 6)
-	c.ReadinessProbe = httpsProbe("/healthz", ControllerManagerPort, 2, 3)
+	c.ReadinessProbe = httpsProbe("/healthz", ControllerManagerPort, 1, 3)
 	c.VolumeMounts = []corev1.VolumeMount{
 		{Name: "pki", MountPath: pkiDir, ReadOnly: true},
 		{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true},
@@ -222,7 +222,7 @@ func SchedulerDeployment(in RenderInput) *appsv1.Deployment {
 		SchedulerPort, resources("20m", "48Mi"))
 	c.StartupProbe = httpsProbe("/healthz", SchedulerPort, 1, 120)
 	c.LivenessProbe = httpsProbe("/healthz", SchedulerPort, 10, 6)
-	c.ReadinessProbe = httpsProbe("/healthz", SchedulerPort, 2, 3)
+	c.ReadinessProbe = httpsProbe("/healthz", SchedulerPort, 1, 3)
 	c.VolumeMounts = []corev1.VolumeMount{{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true}}
 	return deployment(in, Scheduler, c, []corev1.Volume{
 		projected("kubeconfig", []projection{{n.SchedulerKubeconfig(), KeyKubeconfig, "kubeconfig"}})})
@@ -311,9 +311,10 @@ func deployment(in RenderInput, component string, c corev1.Container, volumes []
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(in.Spec.ControlPlane.Replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: n.Selector(component)},
-			// A new pod must be ready before an old one goes.
+			// Blue/green: every new pod starts at once and old ones go only
+			// as new ones become ready, so capacity never drops.
 			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
-				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: ptr.To(intstr.FromInt32(0)), MaxSurge: ptr.To(intstr.FromInt32(1))}},
+				RollingUpdate: &appsv1.RollingUpdateDeployment{MaxUnavailable: ptr.To(intstr.FromInt32(0)), MaxSurge: ptr.To(intstr.FromString("100%"))}},
 			RevisionHistoryLimit: ptr.To[int32](3),
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels,

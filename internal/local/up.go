@@ -46,6 +46,8 @@ type UpOptions struct {
 	KeepOnFailure bool
 	// Timeout bounds the wait for the cluster to become ready.
 	Timeout time.Duration
+	// Demo creates the demo business cluster at the end.
+	Demo bool
 }
 
 // UpResult reports what kok up did and how long each part took.
@@ -114,6 +116,9 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 				return nil, err
 			}
 			fmt.Fprintf(o.Out, "kok meta cluster is already running (state %s)\n  export KUBECONFIG=%s\n", c.StateDir, c.Kubeconfig())
+			if o.Demo {
+				printDemo(o.Out, &c)
+			}
 			return &UpResult{AlreadyRunning: true}, nil
 		}
 		fmt.Fprintln(o.Out, "kok meta cluster is starting; waiting for it")
@@ -243,8 +248,17 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	p.done(fmt.Sprintf("business cluster images (%d imported)", r.n))
 
 	total := time.Since(p.start)
+	if o.Demo {
+		if err := c.ensureDemo(waitCtx, cfg, o.Out); err != nil {
+			return fail(fmt.Errorf("demo business cluster: %w", err))
+		}
+		p.done("demo business cluster " + DemoCluster + " Ready")
+	}
 	fmt.Fprintf(o.Out, "\nkok meta cluster is up in %.1fs (Kubernetes %s).\n  export KUBECONFIG=%s\n  kubectl get nodes\n",
 		total.Seconds(), c.KubernetesVersion, c.Kubeconfig())
+	if o.Demo {
+		printDemo(o.Out, &c)
+	}
 	return &UpResult{Total: total, Steps: p.steps}, nil
 }
 
@@ -258,7 +272,22 @@ func (c *Config) refresh(ctx context.Context, o UpOptions) error {
 	if err != nil {
 		return err
 	}
-	return c.installAddons(ctx, cfg, o.Bins)
+	if err := c.installAddons(ctx, cfg, o.Bins); err != nil {
+		return err
+	}
+	if !o.Demo {
+		return nil
+	}
+	if _, err := c.ensureImages(ctx, o.Builder, o.Bins, o.Out, businessImages); err != nil {
+		return fmt.Errorf("images: %w", err)
+	}
+	return c.ensureDemo(ctx, cfg, o.Out)
+}
+
+// printDemo prints the one line that uses the demo business cluster.
+func printDemo(out io.Writer, c *Config) {
+	fmt.Fprintf(out, "\nDemo business cluster %q (its control plane runs as pods in namespace %s):\n  kok kubectl --kubeconfig %s get ns\n",
+		DemoCluster, DemoCluster, c.DemoKubeconfig())
 }
 
 // ensureBuilt builds the binaries the meta cluster runs.

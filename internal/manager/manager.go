@@ -3,10 +3,14 @@
 package manager
 
 import (
+	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -14,12 +18,16 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/etcd"
+	kokwebhook "github.com/kubeonkube/kok/internal/webhook"
 )
 
 // Setup registers one operator's controllers with the manager.
@@ -38,6 +46,10 @@ type Options struct {
 	ImageRegistry string
 	// ClusterDomain is the meta cluster's DNS domain.
 	ClusterDomain string
+	// WebhookPort serves admission webhooks; 0 turns them off.
+	WebhookPort int
+	// Namespace is where the manager runs (its webhook Secret lives there).
+	Namespace string
 }
 
 // BindFlags registers the manager's flags.
@@ -48,6 +60,12 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")
 	fs.StringVar(&o.ImageRegistry, "image-registry", "kok.local", "registry (and path) prefixed to every image kok runs")
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of the meta cluster")
+	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "port of the admission webhooks (0 turns them off)")
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = "kok-system"
+	}
+	fs.StringVar(&o.Namespace, "namespace", ns, "namespace the manager runs in (env POD_NAMESPACE)")
 	fs.Func("controllers", "comma-separated operators to run (default: all)", func(s string) error {
 		for _, c := range strings.Split(s, ",") {
 			if c = strings.TrimSpace(c); c != "" {
@@ -80,7 +98,26 @@ func Scheme() *runtime.Scheme {
 
 // New builds a manager with the chosen operators registered.
 func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
+	var injector *kokwebhook.CAInjector
+	var whServer webhook.Server
+	if o.WebhookPort > 0 {
+		direct, err := client.New(cfg, client.Options{Scheme: Scheme()})
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		cert, ca, err := kokwebhook.ServingCertificate(ctx, direct, o.Namespace)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("webhook certificate: %w", err)
+		}
+		injector = &kokwebhook.CAInjector{Client: direct, CA: ca, Interval: 30 * time.Second}
+		whServer = webhook.NewServer(webhook.Options{Port: o.WebhookPort, TLSOpts: []func(*tls.Config){func(c *tls.Config) {
+			c.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil }
+		}}})
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		WebhookServer:           whServer,
 		Scheme:                  Scheme(),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
@@ -99,6 +136,19 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return nil, err
+	}
+	if injector != nil {
+		mgr.GetWebhookServer().Register(kokwebhook.KubeClusterPath, admission.WithCustomValidator(mgr.GetScheme(),
+			&clusterv1.KubeCluster{}, &kokwebhook.KubeClusterValidator{Reader: mgr.GetAPIReader()}))
+		if err := mgr.Add(injector); err != nil {
+			return nil, err
+		}
+		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+			return nil, err
+		}
+		if err := mgr.AddReadyzCheck("webhook-ca", injector.Ready); err != nil {
+			return nil, err
+		}
 	}
 	names := o.Controllers
 	if len(names) == 0 {

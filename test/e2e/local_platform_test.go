@@ -69,6 +69,23 @@ func TestPlatform(t *testing.T) {
 	cs := clientset(t, cfg.Kubeconfig())
 	ctx := context.Background()
 
+	t.Run("up ends with a demo business cluster that answers", func(t *testing.T) {
+		if !strings.Contains(out, "kok kubectl --kubeconfig "+cfg.DemoKubeconfig()+" get ns") {
+			t.Fatalf("kok up did not print the line that uses the demo cluster:\n%s", out)
+		}
+		demo := clientset(t, cfg.DemoKubeconfig())
+		nss, err := demo.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(nss.Items) < 4 {
+			t.Fatalf("demo cluster namespaces: %v", nss.Items)
+		}
+		if v, err := demo.Discovery().ServerVersion(); err != nil || v.GitVersion != cfg.KubernetesVersion {
+			t.Fatalf("demo cluster version %v, %v", v, err)
+		}
+	})
+
 	t.Run("up again reports the running cluster", func(t *testing.T) {
 		out := mustKok(t, stateDir, "up")
 		if !strings.Contains(out, "already running") {

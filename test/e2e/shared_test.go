@@ -33,7 +33,8 @@ func sharedCluster(t *testing.T) *local.Config {
 			return
 		}
 		shared.stateDir = dir
-		if _, err := kok(t, dir, "up"); err != nil {
+		// The tests make their own business clusters.
+		if _, err := kok(t, dir, "up", "--demo=false"); err != nil {
 			shared.err = fmt.Errorf("kok up: %w", err)
 			return
 		}

@@ -81,10 +81,12 @@ type ComponentSpec struct {
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 }
 
-// EtcdSpec selects the cluster's etcd.
-// +kubebuilder:validation:XValidation:rule="has(self.managed) != has(self.ref)",message="set exactly one of spec.etcd.managed and spec.etcd.ref"
+// EtcdSpec selects the cluster's etcd: managed (also when neither is set)
+// or ref.
+// +kubebuilder:validation:XValidation:rule="!(has(self.managed) && has(self.ref))",message="set only one of spec.etcd.managed and spec.etcd.ref"
 type EtcdSpec struct {
-	// Managed: kok runs a dedicated EtcdCluster named <cluster>-etcd.
+	// Managed: kok runs a dedicated EtcdCluster named <cluster>-etcd (the
+	// default).
 	// +optional
 	Managed *ManagedEtcd `json:"managed,omitempty"`
 	// Ref points at a shared EtcdCluster; the cluster keeps its keys under

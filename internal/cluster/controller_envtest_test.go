@@ -1,0 +1,255 @@
+//go:build envtest
+
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
+	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	"github.com/kubeonkube/kok/internal/cluster"
+	"github.com/kubeonkube/kok/internal/etcd"
+	"github.com/kubeonkube/kok/internal/kube"
+	"github.com/kubeonkube/kok/internal/manager"
+	"github.com/kubeonkube/kok/internal/pki"
+)
+
+func waitFor(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: %v", what, err)
+}
+
+// markRolledOut plays the Deployment controller (envtest runs none): every
+// replica of the current template is ready.
+func markRolledOut(t *testing.T, c client.Client, ns, name string) {
+	t.Helper()
+	waitFor(t, "status of "+name, func() error {
+		var d appsv1.Deployment
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &d); err != nil {
+			return err
+		}
+		r := *d.Spec.Replicas
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: r, UpdatedReplicas: r, ReadyReplicas: r, AvailableReplicas: r}
+		return c.Status().Update(context.Background(), &d)
+	})
+}
+
+func deploymentVersion(c client.Client, ns, name string) string {
+	var d appsv1.Deployment
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &d); err != nil {
+		return ""
+	}
+	return d.Annotations[cluster.AnnVersion]
+}
+
+// TestReconcileOrder drives a KubeCluster against a real apiserver, playing
+// etcd and the Deployment controller by hand: etcd first, certificates,
+// apiservers before controller-manager and scheduler, an upgrade in order,
+// and an ordered teardown.
+func TestReconcileOrder(t *testing.T) {
+	root := filepath.Join("..", "..")
+	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(root, "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: manager.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bootstraps atomic.Int32
+	r := &cluster.Reconciler{Client: mgr.GetClient(), ImageRegistry: "registry.example",
+		Bootstrap: func(context.Context, []byte, string, []byte) error { bootstraps.Add(1); return nil }}
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = mgr.Start(ctx) }()
+	c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"v1.33.13", "v1.34.4"} {
+		data, err := os.ReadFile(filepath.Join(root, "config", "catalog", "kubernetesversion-"+v+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := kube.Apply(ctx, c, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const ns, name = "default", "t1"
+	n := cluster.Names{Cluster: name, Namespace: ns}
+	kc := &clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: clusterv1.KubeClusterSpec{Version: "v1.33.13"}}
+	if err := c.Create(ctx, kc); err != nil {
+		t.Fatal(err)
+	}
+
+	// etcd first: the EtcdCluster is made, nothing else runs yet.
+	ec := &etcdv1.EtcdCluster{}
+	waitFor(t, "managed EtcdCluster", func() error {
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.ManagedEtcd()}, ec)
+	})
+	if ec.Spec.Version != "v3.6.16" || ec.Spec.Replicas != 1 || !metav1.IsControlledBy(ec, kc) {
+		t.Fatalf("managed etcd: version %s replicas %d owners %v", ec.Spec.Version, ec.Spec.Replicas, ec.OwnerReferences)
+	}
+	var svc corev1.Service
+	waitFor(t, "apiserver Service", func() error { return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Service()}, &svc) })
+	time.Sleep(time.Second)
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(cluster.APIServer)}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("apiserver Deployment before etcd is available: %v", err)
+	}
+
+	// etcd becomes available (played here): its CA and status.
+	etcdCA, err := pki.NewCA("etcd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := etcdCA.KeyPEM()
+	en := etcd.Names{Cluster: ec.Name, Namespace: ns}
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: en.CASecret(), Namespace: ns},
+		Data: map[string][]byte{"ca.crt": etcdCA.CertPEM(), "ca.key": key}}); err != nil {
+		t.Fatal(err)
+	}
+	ec.Status = etcdv1.EtcdClusterStatus{Version: "v3.6.16", ReadyMembers: 1, ClientEndpoint: en.ClientEndpoint(), Phase: "Running",
+		Conditions: []metav1.Condition{{Type: etcdv1.ConditionAvailable, Status: metav1.ConditionTrue, Reason: "Quorum", LastTransitionTime: metav1.Now()}}}
+	if err := c.Status().Update(ctx, ec); err != nil {
+		t.Fatal(err)
+	}
+
+	// Then the apiservers, with every Secret they mount.
+	var api appsv1.Deployment
+	waitFor(t, "apiserver Deployment", func() error {
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(cluster.APIServer)}, &api)
+	})
+	if img := api.Spec.Template.Spec.Containers[0].Image; img != "registry.example/kube-apiserver:v1.33.13" {
+		t.Fatalf("apiserver image %s", img)
+	}
+	for _, s := range []string{n.CASecret(), n.APIServerSecret(), n.EtcdClientSecret(), n.AdminKubeconfig(), n.SchedulerKubeconfig()} {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: s}, &corev1.Secret{}); err != nil {
+			t.Fatalf("secret %s: %v", s, err)
+		}
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(cluster.ControllerManager)}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("controller-manager before an apiserver is ready: %v", err)
+	}
+	markRolledOut(t, c, ns, n.Deployment(cluster.APIServer))
+	for _, comp := range []string{cluster.ControllerManager, cluster.Scheduler} {
+		waitFor(t, comp, func() error {
+			if v := deploymentVersion(c, ns, n.Deployment(comp)); v != "v1.33.13" {
+				return fmt.Errorf("%s at %q", comp, v)
+			}
+			return nil
+		})
+		markRolledOut(t, c, ns, n.Deployment(comp))
+	}
+	waitFor(t, "Ready", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(kc), kc); err != nil {
+			return err
+		}
+		if !meta.IsStatusConditionTrue(kc.Status.Conditions, clusterv1.ConditionReady) || kc.Status.Version != "v1.33.13" {
+			return fmt.Errorf("phase %s version %s conditions %v", kc.Status.Phase, kc.Status.Version, kc.Status.Conditions)
+		}
+		return nil
+	})
+	if bootstraps.Load() == 0 {
+		t.Fatal("bootstrap objects were not ensured")
+	}
+	apiGen := api.Generation
+
+	// A reconcile of an unchanged cluster changes no Deployment.
+	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"poke":"1"}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil || api.Generation != apiGen {
+		t.Fatalf("an idle reconcile changed the apiserver Deployment (generation %d → %d, %v)", apiGen, api.Generation, err)
+	}
+
+	// Upgrade: apiservers first; the others wait until every apiserver runs it.
+	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"version":"v1.34.4"}}`))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "apiserver at v1.34.4", func() error {
+		if v := deploymentVersion(c, ns, n.Deployment(cluster.APIServer)); v != "v1.34.4" {
+			return fmt.Errorf("apiserver at %s", v)
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	if v := deploymentVersion(c, ns, n.Deployment(cluster.ControllerManager)); v != "v1.33.13" {
+		t.Fatalf("controller-manager moved to %s before the apiservers finished", v)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(kc), kc); err != nil || kc.Status.Phase != clusterv1.PhaseUpgrading {
+		t.Fatalf("phase during the upgrade: %s (%v)", kc.Status.Phase, err)
+	}
+	markRolledOut(t, c, ns, n.Deployment(cluster.APIServer))
+	for _, comp := range []string{cluster.ControllerManager, cluster.Scheduler} {
+		waitFor(t, comp+" upgraded", func() error {
+			if v := deploymentVersion(c, ns, n.Deployment(comp)); v != "v1.34.4" {
+				return fmt.Errorf("%s at %q", comp, v)
+			}
+			return nil
+		})
+		markRolledOut(t, c, ns, n.Deployment(comp))
+	}
+	waitFor(t, "installed v1.34.4", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(kc), kc); err != nil {
+			return err
+		}
+		if kc.Status.Version != "v1.34.4" || kc.Status.Phase != clusterv1.PhaseReady {
+			return fmt.Errorf("version %s phase %s", kc.Status.Version, kc.Status.Phase)
+		}
+		return nil
+	})
+
+	// Teardown: the Deployments, the Service and the managed etcd go, then
+	// the KubeCluster.
+	if err := c.Delete(ctx, kc); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "KubeCluster gone", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(kc), kc); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	})
+	for _, obj := range []client.Object{
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: n.Deployment(cluster.APIServer)}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: n.Service()}},
+		&etcdv1.EtcdCluster{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: n.ManagedEtcd()}},
+	} {
+		err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+		if !apierrors.IsNotFound(err) && obj.GetDeletionTimestamp() == nil {
+			t.Errorf("%T %s left after teardown (%v)", obj, obj.GetName(), err)
+		}
+	}
+}

@@ -1,0 +1,397 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
+	"github.com/kubeonkube/kok/internal/cluster"
+	"github.com/kubeonkube/kok/internal/clusterctl"
+	"github.com/kubeonkube/kok/internal/local"
+	"github.com/kubeonkube/kok/internal/manager"
+)
+
+func metaClient(t *testing.T, cfg *local.Config) client.Client {
+	t.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(rc, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// businessClient reads a cluster's admin kubeconfig the way a user does,
+// with `kok get kubeconfig`.
+func businessClient(t *testing.T, stateDir, name string) kubernetes.Interface {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name+".kubeconfig")
+	mustKok(t, stateDir, "get", "kubeconfig", name, "-o", path)
+	return clientset(t, path)
+}
+
+func getCluster(t *testing.T, c client.Client, ns, name string) *clusterv1.KubeCluster {
+	t.Helper()
+	kc := &clusterv1.KubeCluster{}
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, kc); err != nil {
+		t.Fatal(err)
+	}
+	return kc
+}
+
+func waitClusterReady(t *testing.T, c client.Client, kc *clusterv1.KubeCluster, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := clusterctl.Wait(ctx, c, kc, testWriter{t}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// controlPlanePods maps pod name to UID for a cluster's control plane.
+func controlPlanePods(t *testing.T, c client.Client, ns, name string) map[string]types.UID {
+	t.Helper()
+	var pods corev1.PodList
+	if err := c.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{cluster.LabelInstance: name}); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]types.UID{}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			out[p.Name] = p.UID
+		}
+	}
+	return out
+}
+
+// settled waits until a cluster runs exactly its declared pods (none left
+// terminating from an earlier rollout).
+func settled(t *testing.T, c client.Client, ns, name string) {
+	t.Helper()
+	eventually(t, 2*time.Minute, "no control-plane pod terminating", func() error {
+		var pods corev1.PodList
+		if err := c.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{cluster.LabelInstance: name}); err != nil {
+			return err
+		}
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil {
+				return fmt.Errorf("%s terminating", p.Name)
+			}
+		}
+		return nil
+	})
+}
+
+// TestKubeCluster creates a business cluster with the CLI, uses it through
+// its own kubeconfig, breaks what the operator owns and restarts the
+// operator, then deletes the cluster.
+func TestKubeCluster(t *testing.T) {
+	cfg := sharedCluster(t)
+	dir := shared.stateDir
+	ctx := context.Background()
+	c := metaClient(t, cfg)
+	const name = "alpha"
+
+	start := time.Now()
+	out := mustKok(t, dir, "create", "cluster", name, "--version", "v1.34.4")
+	if !strings.Contains(out, "is Ready") {
+		t.Fatalf("kok create cluster did not report Ready:\n%s", out)
+	}
+	t.Logf("KubeCluster Ready in %s", time.Since(start).Round(100*time.Millisecond))
+	if out := mustKok(t, dir, "get", "clusters"); !strings.Contains(out, name) || !strings.Contains(out, "Ready") {
+		t.Fatalf("kok get clusters:\n%s", out)
+	}
+	bc := businessClient(t, dir, name)
+
+	t.Run("the business cluster serves", func(t *testing.T) {
+		nss, err := bc.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(nss.Items) < 4 {
+			t.Fatalf("namespaces: %v", nss.Items)
+		}
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "hello"}, Data: map[string]string{"k": "v"}}
+		if _, err := bc.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := bc.CoreV1().ConfigMaps("default").Get(ctx, "hello", metav1.GetOptions{})
+		if err != nil || got.Data["k"] != "v" {
+			t.Fatalf("read back: %v %v", got, err)
+		}
+		// The controller-manager works: the namespace gets its root CA.
+		eventually(t, time.Minute, "kube-root-ca.crt in default", func() error {
+			_, err := bc.CoreV1().ConfigMaps("default").Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
+			return err
+		})
+		for _, lease := range []string{"kube-controller-manager", "kube-scheduler"} {
+			eventually(t, time.Minute, lease+" holds its lease", func() error {
+				l, err := bc.CoordinationV1().Leases("kube-system").Get(ctx, lease, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" || time.Since(l.Spec.RenewTime.Time) > 30*time.Second {
+					return fmt.Errorf("lease %s not held", lease)
+				}
+				return nil
+			})
+		}
+		if _, err := bc.CoreV1().ConfigMaps("kube-public").Get(ctx, "cluster-info", metav1.GetOptions{}); err != nil {
+			t.Fatalf("bootstrap cluster-info: %v", err)
+		}
+	})
+
+	n := cluster.Names{Cluster: name, Namespace: name}
+	t.Run("deleted or edited objects come back", func(t *testing.T) {
+		kc := getCluster(t, c, name, name)
+		ip := kc.Status.ServiceIP
+		for _, obj := range []client.Object{
+			&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: n.Deployment(cluster.APIServer)}},
+			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: n.Service()}},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: n.SchedulerKubeconfig()}},
+		} {
+			if err := c.Delete(ctx, obj); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A hand edit of a declared field is reverted.
+		edit := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"template":{"spec":{"containers":[{"name":"kube-controller-manager","image":"kok.local/kube-controller-manager:v0.0.0"}]}}}}`))
+		if err := c.Patch(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: n.Deployment(cluster.ControllerManager)}}, edit); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 2*time.Minute, "objects restored", func() error {
+			var d appsv1.Deployment
+			if err := c.Get(ctx, client.ObjectKey{Namespace: name, Name: n.Deployment(cluster.ControllerManager)}, &d); err != nil {
+				return err
+			}
+			if img := d.Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(img, ":v1.34.4") {
+				return fmt.Errorf("controller-manager image still %s", img)
+			}
+			var s corev1.Service
+			if err := c.Get(ctx, client.ObjectKey{Namespace: name, Name: n.Service()}, &s); err != nil {
+				return err
+			}
+			if s.Spec.ClusterIP != ip {
+				return fmt.Errorf("Service came back at %s, was %s", s.Spec.ClusterIP, ip)
+			}
+			return c.Get(ctx, client.ObjectKey{Namespace: name, Name: n.SchedulerKubeconfig()}, &corev1.Secret{})
+		})
+		waitClusterReady(t, c, getCluster(t, c, name, name), 3*time.Minute)
+		eventually(t, time.Minute, "business cluster answers again", func() error {
+			_, err := bc.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
+			return err
+		})
+	})
+
+	t.Run("restarting kok-manager leaves the control plane alone", func(t *testing.T) {
+		settled(t, c, name, name)
+		before := controlPlanePods(t, c, name, name)
+		kc := getCluster(t, c, name, name)
+		var mgrPods corev1.PodList
+		if err := c.List(ctx, &mgrPods, client.InNamespace("kok-system"), client.MatchingLabels{"app.kubernetes.io/name": "kok", "app.kubernetes.io/component": "manager"}); err != nil {
+			t.Fatal(err)
+		}
+		if len(mgrPods.Items) == 0 {
+			t.Fatal("no kok-manager pod")
+		}
+		for i := range mgrPods.Items {
+			if err := c.Delete(ctx, &mgrPods.Items[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cs := clientset(t, cfg.Kubeconfig())
+		waitPodsReady(t, cs, "kok-system", "app.kubernetes.io/name=kok,app.kubernetes.io/component=manager", 1, 2*time.Minute)
+		// The new manager reconciles the cluster (its status is rewritten
+		// with a fresh condition check) without touching the pods.
+		eventually(t, 2*time.Minute, "new manager reconciled the cluster", func() error {
+			cur := getCluster(t, c, name, name)
+			if cur.ResourceVersion == kc.ResourceVersion {
+				return fmt.Errorf("not reconciled yet")
+			}
+			return nil
+		})
+		time.Sleep(5 * time.Second)
+		after := controlPlanePods(t, c, name, name)
+		for pod, uid := range before {
+			if after[pod] != uid {
+				t.Errorf("control-plane pod %s changed (%s → %s) when kok-manager restarted", pod, uid, after[pod])
+			}
+		}
+	})
+
+	t.Run("delete tears down in order", func(t *testing.T) {
+		mustKok(t, dir, "delete", "cluster", name)
+		eventually(t, 2*time.Minute, "namespace gone", func() error {
+			err := c.Get(ctx, client.ObjectKey{Name: name}, &corev1.Namespace{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("namespace %s still there (%v)", name, err)
+		})
+	})
+}
+
+// TestKubeClusterUpgradeHA upgrades three apiservers from v1.33 to v1.34
+// while clients keep calling them, and counts failed requests.
+func TestKubeClusterUpgradeHA(t *testing.T) {
+	cfg := sharedCluster(t)
+	dir := shared.stateDir
+	ctx := context.Background()
+	c := metaClient(t, cfg)
+	const name = "ha"
+	mustKok(t, dir, "create", "cluster", name, "--version", "v1.33.13", "--replicas", "3")
+	bc := businessClient(t, dir, name)
+	if v, err := bc.Discovery().ServerVersion(); err != nil || v.GitVersion != "v1.33.13" {
+		t.Fatalf("server version %v, %v", v, err)
+	}
+
+	var ok, failed atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				var err error
+				if i%2 == 0 {
+					_, err = bc.CoreV1().Namespaces().List(rctx, metav1.ListOptions{})
+				} else {
+					cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("w%d-%d", w, i)}}
+					_, err = bc.CoreV1().ConfigMaps("default").Create(rctx, cm, metav1.CreateOptions{})
+				}
+				cancel()
+				if err != nil {
+					failed.Add(1)
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%s %v", time.Now().Format("15:04:05.000"), err))
+					mu.Unlock()
+				} else {
+					ok.Add(1)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	start := time.Now()
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"version":"v1.34.4"}}`))
+	kc := getCluster(t, c, name, name)
+	if err := c.Patch(ctx, kc, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitClusterReady(t, c, kc, 5*time.Minute)
+	took := time.Since(start)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	t.Logf("upgrade v1.33.13 → v1.34.4 with 3 apiservers took %s; %d requests ok, %d failed", took.Round(100*time.Millisecond), ok.Load(), failed.Load())
+	if f := failed.Load(); f > 0 {
+		t.Errorf("%d requests failed during the upgrade:\n%s", f, strings.Join(failures, "\n"))
+	}
+	if v, err := bc.Discovery().ServerVersion(); err != nil || v.GitVersion != "v1.34.4" {
+		t.Fatalf("after the upgrade: server version %v, %v", v, err)
+	}
+	for _, comp := range kc.Status.Components {
+		if comp.Version != "v1.34.4" || comp.ReadyReplicas != 3 {
+			t.Errorf("component %+v not upgraded", comp)
+		}
+	}
+	if os.Getenv("KOK_E2E_KEEP") == "" {
+		mustKok(t, dir, "delete", "cluster", name)
+	}
+}
+
+// TestKubeClusterBadSpecs: invalid specs are refused at admission with a
+// message that says what to do (CRD rules and kok's webhook).
+func TestKubeClusterBadSpecs(t *testing.T) {
+	cfg := sharedCluster(t)
+	ctx := context.Background()
+	c := metaClient(t, cfg)
+	ns := "badspecs"
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	mk := func(name string, mut func(*clusterv1.KubeCluster)) *clusterv1.KubeCluster {
+		kc := &clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: clusterv1.KubeClusterSpec{Version: "v1.34.4", Paused: true}}
+		if mut != nil {
+			mut(kc)
+		}
+		return kc
+	}
+	for _, tc := range []struct {
+		name string
+		mut  func(*clusterv1.KubeCluster)
+		want string
+	}{
+		{"unknown-version", func(kc *clusterv1.KubeCluster) { kc.Spec.Version = "v1.34.99" }, `Unsupported value: "v1.34.99": supported values: "v1.33.13", "v1.34.4"`},
+		{"bad-version", func(kc *clusterv1.KubeCluster) { kc.Spec.Version = "1.34" }, "spec.version"},
+		{"zero-replicas", func(kc *clusterv1.KubeCluster) { kc.Spec.ControlPlane.Replicas = -1 }, "spec.controlPlane.replicas"},
+		{"two-etcds", func(kc *clusterv1.KubeCluster) {
+			kc.Spec.Etcd = clusterv1.EtcdSpec{Managed: &clusterv1.ManagedEtcd{}, Ref: &clusterv1.EtcdRef{Name: "shared"}}
+		}, "set only one of spec.etcd.managed and spec.etcd.ref"},
+		{"bad-cidr", func(kc *clusterv1.KubeCluster) { kc.Spec.Network.ServiceCIDR = "10.96.0.0/33" }, "serviceCIDR must be a CIDR"},
+	} {
+		err := c.Create(ctx, mk(tc.name, tc.mut))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: want an error containing %q, got %v", tc.name, tc.want, err)
+		}
+	}
+
+	kc := mk("good", nil)
+	if err := c.Create(ctx, kc); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ patch, want string }{
+		{`{"spec":{"version":"v1.33.13"}}`, "Kubernetes cannot be downgraded"},
+		{`{"spec":{"version":"v1.36.0"}}`, "upgrades go one minor version at a time"},
+		{`{"spec":{"version":"v1.35.0"}}`, `Unsupported value: "v1.35.0"`},
+		{`{"spec":{"network":{"serviceCIDR":"10.100.0.0/16"}}}`, "network.serviceCIDR is immutable"},
+	} {
+		err := c.Patch(ctx, kc.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(tc.patch)))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("patch %s: want an error containing %q, got %v", tc.patch, tc.want, err)
+		}
+	}
+	if err := c.Delete(ctx, kc); err != nil {
+		t.Fatal(err)
+	}
+}
