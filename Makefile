@@ -56,8 +56,8 @@ test: vet build assets ## Everything: unit + envtest + e2e
 	KUBEBUILDER_ASSETS=$$($(BIN)/kok envtest-assets) go test -tags envtest ./... -count=1
 	go test -tags e2e ./test/e2e/... -count=1 -v -timeout 60m
 
-bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up)
-	go run ./bench -out bench/results $(if $(COLD),-cold)
+bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up, ONLY=platform|clusters picks one)
+	go run ./bench -out bench/results $(if $(COLD),-cold) $(if $(ONLY),-only $(ONLY))
 
 clean: ## Remove bin/
 	rm -rf $(BIN)

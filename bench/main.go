@@ -61,6 +61,7 @@ type Machine struct {
 
 func main() {
 	out := flag.String("out", "bench/results", "directory for result files")
+	only := flag.String("only", "", "run one benchmark: platform or clusters (default: both)")
 	cold := flag.Bool("cold", false, "also measure a cold kok up: empty Go build cache and kok cache (rebuilds Kubernetes; ≈15 min on 2 cores)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -94,11 +95,18 @@ func main() {
 		os.RemoveAll(tmpCache)
 		os.RemoveAll(goCache)
 	}
+	if *only == "clusters" {
+		benchClusters(*out, kokBin, cacheDir)
+		return
+	}
 	res.Runs = append(res.Runs, measure("warm-fresh", "binaries cached, empty state dir (images imported into a new containerd)", kokBin, cacheDir, false)...)
 	for _, r := range res.Runs {
 		fmt.Printf("%-12s %6.1fs  node Ready at %5.1fs  kok-manager Ready at %5.1fs %s\n", r.Name, r.Seconds, r.NodeReadyS, r.ManagerReadyS, r.Err)
 	}
 	write(*out, res)
+	if *only == "" {
+		benchClusters(*out, kokBin, cacheDir)
+	}
 }
 
 // measure runs kok up from an empty state dir and, unless only is set, a

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 )
 
 // AptPackages are the Debian packages the local meta cluster needs.
@@ -80,6 +81,12 @@ func (c *Config) checkPorts() error {
 	}{{c.APIServerPort, "kube-apiserver"}}, ports...)
 	for _, p := range all {
 		l, err := net.Listen("tcp", fmt.Sprintf(":%d", p.port))
+		// A process killed a moment ago (a crash, or kok's own leftovers
+		// just stopped) may still hold its port while it exits.
+		for deadline := time.Now().Add(5 * time.Second); err != nil && time.Now().Before(deadline); {
+			time.Sleep(250 * time.Millisecond)
+			l, err = net.Listen("tcp", fmt.Sprintf(":%d", p.port))
+		}
 		if err != nil {
 			who := portOwner(p.port)
 			return &PreflightError{fmt.Sprintf("port %d (%s) is already in use%s", p.port, p.owner, who),

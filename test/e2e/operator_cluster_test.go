@@ -215,6 +215,14 @@ func TestKubeCluster(t *testing.T) {
 		settled(t, c, name, name)
 		before := controlPlanePods(t, c, name, name)
 		kc := getCluster(t, c, name, name)
+		depGen := map[string]int64{}
+		for _, comp := range []string{cluster.APIServer, cluster.ControllerManager, cluster.Scheduler} {
+			var d appsv1.Deployment
+			if err := c.Get(ctx, client.ObjectKey{Namespace: name, Name: n.Deployment(comp)}, &d); err != nil {
+				t.Fatal(err)
+			}
+			depGen[comp] = d.Generation
+		}
 		var mgrPods corev1.PodList
 		if err := c.List(ctx, &mgrPods, client.InNamespace("kok-system"), client.MatchingLabels{"app.kubernetes.io/name": "kok", "app.kubernetes.io/component": "manager"}); err != nil {
 			t.Fatal(err)
@@ -229,20 +237,41 @@ func TestKubeCluster(t *testing.T) {
 		}
 		cs := clientset(t, cfg.Kubeconfig())
 		waitPodsReady(t, cs, "kok-system", "app.kubernetes.io/name=kok,app.kubernetes.io/component=manager", 1, 2*time.Minute)
-		// The new manager reconciles the cluster (its status is rewritten
-		// with a fresh condition check) without touching the pods.
-		eventually(t, 2*time.Minute, "new manager reconciled the cluster", func() error {
-			cur := getCluster(t, c, name, name)
-			if cur.ResourceVersion == kc.ResourceVersion {
-				return fmt.Errorf("not reconciled yet")
+		eventually(t, 2*time.Minute, "a new kok-manager leads", func() error {
+			l, err := cs.CoordinationV1().Leases("kok-system").Get(ctx, "kok-manager.kok.dev", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			for _, p := range mgrPods.Items {
+				if l.Spec.HolderIdentity != nil && strings.HasPrefix(*l.Spec.HolderIdentity, p.Name) {
+					return fmt.Errorf("the old manager %s still holds the lease", p.Name)
+				}
 			}
 			return nil
 		})
+		// An idle reconcile writes nothing, so prove the new manager works
+		// on this cluster by removing something it must put back.
+		if err := c.Delete(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: n.Service()}}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 2*time.Minute, "the new manager restored the Service", func() error {
+			return c.Get(ctx, client.ObjectKey{Namespace: name, Name: n.Service()}, &corev1.Service{})
+		})
+		waitClusterReady(t, c, kc, time.Minute)
 		time.Sleep(5 * time.Second)
 		after := controlPlanePods(t, c, name, name)
 		for pod, uid := range before {
 			if after[pod] != uid {
 				t.Errorf("control-plane pod %s changed (%s → %s) when kok-manager restarted", pod, uid, after[pod])
+			}
+		}
+		for comp, gen := range depGen {
+			var d appsv1.Deployment
+			if err := c.Get(ctx, client.ObjectKey{Namespace: name, Name: n.Deployment(comp)}, &d); err != nil {
+				t.Fatal(err)
+			}
+			if d.Generation != gen {
+				t.Errorf("%s Deployment changed (generation %d → %d) when kok-manager restarted", comp, gen, d.Generation)
 			}
 		}
 	})

@@ -1,0 +1,440 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
+	"github.com/kubeonkube/kok/internal/cluster"
+	"github.com/kubeonkube/kok/internal/clusterctl"
+	"github.com/kubeonkube/kok/internal/local"
+	"github.com/kubeonkube/kok/internal/manager"
+)
+
+// ClusterResult is what the cluster-operator benchmark writes.
+type ClusterResult struct {
+	Benchmark string    `json:"benchmark"`
+	Time      time.Time `json:"time"`
+	Commit    string    `json:"commit"`
+	Machine   Machine   `json:"machine"`
+	// ReadySeconds: KubeCluster applied → Ready (business /readyz answers,
+	// controller-manager and scheduler ready), one run per cluster.
+	ReadySeconds []float64 `json:"readySeconds"`
+	// ReadySecondsEtcd3 is the same with a 3-member etcd.
+	ReadySecondsEtcd3 float64 `json:"readySecondsEtcd3"`
+	// UpgradeSeconds: 3 apiservers v1.33 → v1.34, patch applied → every
+	// component at the new version.
+	UpgradeSeconds  float64 `json:"upgradeSeconds"`
+	UpgradeRequests int64   `json:"upgradeRequests"`
+	UpgradeFailed   int64   `json:"upgradeFailed"`
+	// RotateSeconds: certificate rotation of the same HA cluster, which
+	// rolls every component (the shape of a patch upgrade).
+	RotateSeconds float64 `json:"rotateSeconds"`
+	RotateFailed  int64   `json:"rotateFailed"`
+	// RSSMiB per idle single-replica control plane, by component.
+	RSSMiB []map[string]int `json:"rssMiB"`
+	// IdleCPUMillicores per idle control plane.
+	IdleCPUMillicores []float64 `json:"idleCPUMillicores"`
+	// Capacity estimates how many idle control planes fit on this node.
+	CapacityByMemory int    `json:"capacityByMemory"`
+	CapacityByCPU    int    `json:"capacityByCPU"`
+	Err              string `json:"error,omitempty"`
+}
+
+func benchClusters(out, kokBin, cacheDir string) {
+	res := &ClusterResult{Benchmark: "cluster operator", Time: time.Now().UTC(), Commit: gitCommit(), Machine: machine()}
+	stateDir, _ := os.MkdirTemp("/var/lib", "kok-bench-clusters-")
+	defer func() {
+		_ = local.Down(context.Background(), local.DownOptions{StateDir: stateDir, Purge: true, Builder: builder(cacheDir), Out: io.Discard})
+	}()
+	if r := up("clusters-meta", "meta cluster for the cluster benchmark", kokBin, stateDir, cacheDir); r.Err != "" {
+		log.Fatalf("kok up: %s", r.Err)
+	}
+	if err := runClusterBench(res, stateDir); err != nil {
+		res.Err = err.Error()
+		log.Printf("cluster benchmark: %v", err)
+	}
+	writeClusters(out, res)
+}
+
+func runClusterBench(res *ClusterResult, stateDir string) error {
+	ctx := context.Background()
+	cfg, err := local.LoadConfig(stateDir)
+	if err != nil {
+		return err
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig())
+	if err != nil {
+		return err
+	}
+	c, err := client.New(rc, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		return err
+	}
+	create := func(name, version string, replicas, etcdReplicas int32) (*clusterv1.KubeCluster, float64, error) {
+		start := time.Now()
+		kc, err := clusterctl.Create(ctx, c, clusterctl.CreateOptions{Name: name, Version: version, Replicas: replicas, EtcdReplicas: etcdReplicas})
+		if err != nil {
+			return nil, 0, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer cancel()
+		if err := clusterctl.Wait(wctx, c, kc, io.Discard); err != nil {
+			return nil, 0, err
+		}
+		bc, err := businessClient(ctx, c, kc)
+		if err != nil {
+			return nil, 0, err
+		}
+		if _, err := bc.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx); err != nil {
+			return nil, 0, fmt.Errorf("%s /readyz: %w", name, err)
+		}
+		took := time.Since(start).Seconds()
+		fmt.Printf("%-10s Ready in %5.1fs\n", name, took)
+		return kc, took, nil
+	}
+
+	// P1: one after another, so each start has the machine to itself.
+	var singles []*clusterv1.KubeCluster
+	for i := range 3 {
+		kc, took, err := create(fmt.Sprintf("p1-%d", i), "v1.34.4", 1, 1)
+		if err != nil {
+			return err
+		}
+		singles = append(singles, kc)
+		res.ReadySeconds = append(res.ReadySeconds, took)
+	}
+	// P3: let them idle, then read memory and CPU.
+	time.Sleep(30 * time.Second)
+	for _, kc := range singles {
+		mem, cpu, err := controlPlaneUsage(ctx, c, kc, 20*time.Second)
+		if err != nil {
+			return err
+		}
+		res.RSSMiB = append(res.RSSMiB, mem)
+		res.IdleCPUMillicores = append(res.IdleCPUMillicores, cpu)
+		fmt.Printf("%-10s RSS %v MiB, idle CPU %.0fm\n", kc.Name, mem, cpu)
+	}
+	meanRSS, meanCPU := 0.0, 0.0
+	for i := range res.RSSMiB {
+		meanRSS += float64(res.RSSMiB[i]["total"]) / float64(len(res.RSSMiB))
+		meanCPU += res.IdleCPUMillicores[i] / float64(len(res.RSSMiB))
+	}
+	if avail := memAvailableMiB(); meanRSS > 0 {
+		res.CapacityByMemory = len(singles) + int(float64(avail-1024)/meanRSS) // keep 1 GiB spare
+	}
+	if meanCPU > 0 {
+		res.CapacityByCPU = int(float64(res.Machine.CPUs*1000) * 0.8 / meanCPU)
+	}
+	for _, kc := range singles {
+		if err := clusterctl.Delete(ctx, c, kc, io.Discard); err != nil {
+			return err
+		}
+	}
+
+	_, took, err := create("p1-etcd3", "v1.34.4", 1, 3)
+	if err != nil {
+		return err
+	}
+	res.ReadySecondsEtcd3 = took
+	if kc, err := clusterctl.Find(ctx, c, "p1-etcd3", ""); err == nil {
+		_ = clusterctl.Delete(ctx, c, kc, io.Discard)
+	}
+
+	// P2: HA upgrade under client load, then a rotation that rolls everything.
+	ha, _, err := create("p2", "v1.33.13", 3, 1)
+	if err != nil {
+		return err
+	}
+	bc, err := businessClient(ctx, c, ha)
+	if err != nil {
+		return err
+	}
+	measureRoll := func(patch string) (float64, int64, int64, error) {
+		load := startLoad(ctx, bc)
+		time.Sleep(2 * time.Second)
+		start := time.Now()
+		if err := c.Patch(ctx, ha, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			return 0, 0, 0, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		defer cancel()
+		time.Sleep(time.Second)
+		err := waitRolled(wctx, c, ha)
+		took := time.Since(start).Seconds()
+		time.Sleep(2 * time.Second)
+		ok, failed := load.stop()
+		return took, ok, failed, err
+	}
+	res.UpgradeSeconds, res.UpgradeRequests, res.UpgradeFailed, err = measureRoll(`{"spec":{"version":"v1.34.4"}}`)
+	fmt.Printf("HA upgrade v1.33.13 → v1.34.4: %.1fs, %d requests, %d failed\n", res.UpgradeSeconds, res.UpgradeRequests, res.UpgradeFailed)
+	if err != nil {
+		return err
+	}
+	var rotReq int64
+	res.RotateSeconds, rotReq, res.RotateFailed, err = measureRoll(fmt.Sprintf(`{"metadata":{"annotations":{%q:"bench-%d"}}}`, cluster.AnnRotate, time.Now().Unix()))
+	fmt.Printf("HA certificate rotation (rolls every component): %.1fs, %d requests, %d failed\n", res.RotateSeconds, rotReq, res.RotateFailed)
+	return err
+}
+
+// waitRolled waits until every Deployment of the cluster runs its current
+// template on all replicas and the cluster is Ready at its spec version.
+func waitRolled(ctx context.Context, c client.Client, kc *clusterv1.KubeCluster) error {
+	for {
+		cur := &clusterv1.KubeCluster{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(kc), cur); err != nil {
+			return err
+		}
+		p := statusCondition(cur, clusterv1.ConditionProgressing)
+		r := statusCondition(cur, clusterv1.ConditionReady)
+		if cur.Status.ObservedGeneration == cur.Generation && cur.Status.Version == cur.Spec.Version && p == "False" && r == "True" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not rolled out: %w", kc.Name, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func statusCondition(kc *clusterv1.KubeCluster, t string) string {
+	for _, c := range kc.Status.Conditions {
+		if c.Type == t {
+			return string(c.Status)
+		}
+	}
+	return ""
+}
+
+func businessClient(ctx context.Context, c client.Client, kc *clusterv1.KubeCluster) (kubernetes.Interface, error) {
+	data, err := clusterctl.Kubeconfig(ctx, c, kc)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+type load struct {
+	ok, failed atomic.Int64
+	done       chan struct{}
+	wg         sync.WaitGroup
+}
+
+// startLoad keeps two clients listing and creating against the cluster.
+func startLoad(ctx context.Context, bc kubernetes.Interface) *load {
+	l := &load{done: make(chan struct{})}
+	for w := range 2 {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-l.done:
+					return
+				default:
+				}
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				var err error
+				if i%2 == 0 {
+					_, err = bc.CoreV1().Namespaces().List(rctx, metav1.ListOptions{})
+				} else {
+					_, err = bc.CoreV1().ConfigMaps("default").Create(rctx, &corev1.ConfigMap{
+						ObjectMeta: metav1.ObjectMeta{GenerateName: fmt.Sprintf("load-%d-", w)}}, metav1.CreateOptions{})
+				}
+				cancel()
+				if err != nil {
+					l.failed.Add(1)
+					log.Printf("request failed: %v", err)
+				} else {
+					l.ok.Add(1)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) stop() (int64, int64) {
+	close(l.done)
+	l.wg.Wait()
+	return l.ok.Load(), l.failed.Load()
+}
+
+// controlPlaneUsage sums RSS (MiB, by component) and CPU (millicores over
+// window) of a cluster's pods: etcd, apiserver, controller-manager, scheduler.
+func controlPlaneUsage(ctx context.Context, c client.Client, kc *clusterv1.KubeCluster, window time.Duration) (map[string]int, float64, error) {
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods, client.InNamespace(kc.Namespace)); err != nil {
+		return nil, 0, err
+	}
+	byUID := map[string]string{}
+	for _, p := range pods.Items {
+		comp := p.Labels[cluster.LabelName]
+		byUID[string(p.UID)] = comp
+	}
+	pidsOf := func() map[string][]int {
+		out := map[string][]int{}
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+			if err != nil {
+				continue
+			}
+			for uid, comp := range byUID {
+				if strings.Contains(string(data), "pod"+uid) {
+					out[comp] = append(out[comp], pid)
+					break
+				}
+			}
+		}
+		return out
+	}
+	pids := pidsOf()
+	mem := map[string]int{}
+	total := 0
+	for comp, list := range pids {
+		for _, pid := range list {
+			kb := procStatusKB(pid, "VmRSS:")
+			mem[comp] += kb >> 10
+			total += kb >> 10
+		}
+	}
+	mem["total"] = total
+	cpu := func() float64 {
+		var ticks float64
+		for _, list := range pids {
+			for _, pid := range list {
+				ticks += procCPUTicks(pid)
+			}
+		}
+		return ticks
+	}
+	before := cpu()
+	time.Sleep(window)
+	after := cpu()
+	// USER_HZ is 100 on Linux.
+	millicores := (after - before) / 100 / window.Seconds() * 1000
+	return mem, millicores, nil
+}
+
+func procStatusKB(pid int, key string) int {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if strings.HasPrefix(s.Text(), key) {
+			kb, _ := strconv.Atoi(strings.Fields(s.Text())[1])
+			return kb
+		}
+	}
+	return 0
+}
+
+func procCPUTicks(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces).
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(fields[11], 64)
+	s, _ := strconv.ParseFloat(fields[12], 64)
+	return u + s
+}
+
+func memAvailableMiB() int {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if strings.HasPrefix(s.Text(), "MemAvailable:") {
+			kb, _ := strconv.Atoi(strings.Fields(s.Text())[1])
+			return kb >> 10
+		}
+	}
+	return 0
+}
+
+func writeClusters(dir string, res *ClusterResult) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	data, _ := json.MarshalIndent(res, "", "  ")
+	name := filepath.Join(dir, fmt.Sprintf("clusters-%s-%s.json", res.Time.Format("20060102-150405"), res.Commit))
+	if err := os.WriteFile(name, data, 0o644); err != nil {
+		log.Fatal(err)
+	}
+	var b strings.Builder
+	m := res.Machine
+	fmt.Fprintf(&b, "# Cluster operator benchmark\n\nLatest run: %s, commit %s, %d CPUs %s, %d GiB (JSON beside this file).\n\n",
+		res.Time.Format("2006-01-02 15:04"), res.Commit, m.CPUs, m.CPUModel, m.MemoryGiB)
+	if res.Err != "" {
+		fmt.Fprintf(&b, "**The run failed:** %s\n\n", res.Err)
+	}
+	sorted := slices.Clone(res.ReadySeconds)
+	slices.Sort(sorted)
+	median := 0.0
+	if len(sorted) > 0 {
+		median = sorted[len(sorted)/2]
+	}
+	fmt.Fprintf(&b, "| | result | goal |\n|---|---|---|\n")
+	fmt.Fprintf(&b, "| P1 KubeCluster applied → Ready (apiserver /readyz, kcm + scheduler ready), 1-member etcd | median %.1fs of %v | ≤ 10 s |\n", median, fmtSeconds(res.ReadySeconds))
+	fmt.Fprintf(&b, "| P1 with a 3-member etcd | %.1fs | |\n", res.ReadySecondsEtcd3)
+	fmt.Fprintf(&b, "| P2 HA (3 apiservers) minor upgrade v1.33.13 → v1.34.4 | %.1fs, %d failed of %d requests | ≤ 20 s, 0 failed |\n", res.UpgradeSeconds, res.UpgradeFailed, res.UpgradeRequests)
+	fmt.Fprintf(&b, "| P2 HA certificate rotation (rolls every component, like a patch upgrade) | %.1fs, %d failed | |\n", res.RotateSeconds, res.RotateFailed)
+	for i, r := range res.RSSMiB {
+		fmt.Fprintf(&b, "| P3 idle control plane %d: RSS (etcd + apiserver + kcm + scheduler) | %d MiB (etcd %d, apiserver %d, kcm %d, scheduler %d); idle CPU %.0fm | ≤ 250 MiB |\n",
+			i, r["total"], r["etcd"], r[cluster.APIServer], r[cluster.ControllerManager], r[cluster.Scheduler], res.IdleCPUMillicores[i])
+	}
+	fmt.Fprintf(&b, "| P3 control planes one meta node holds (idle) | %d by memory, %d by CPU (80%% of %d cores) | |\n", res.CapacityByMemory, res.CapacityByCPU, m.CPUs)
+	if err := os.WriteFile(filepath.Join(dir, "clusters.md"), []byte(b.String()), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("results: %s and %s\n", name, filepath.Join(dir, "clusters.md"))
+}
+
+func fmtSeconds(v []float64) string {
+	var parts []string
+	for _, s := range v {
+		parts = append(parts, fmt.Sprintf("%.1fs", s))
+	}
+	return strings.Join(parts, ", ")
+}
