@@ -8,8 +8,12 @@ export KOK_CACHE_DIR
 GO_LDFLAGS := -s -w
 BIN := bin
 CONTROLLER_GEN ?= go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.19.0
+HELM_VERSION := v3.19.0
+# Test tools are built from the Go module proxy into the cache CI keeps.
+HELM := $(KOK_CACHE_DIR)/tools/helm-$(HELM_VERSION)/helm
+export KOK_HELM := $(HELM)
 
-.PHONY: help build up down status test unit envtest e2e bench fmt vet generate assets clean
+.PHONY: help build up down status test unit envtest e2e bench fmt vet generate assets tools clean
 
 help: ## Show targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,10 +36,19 @@ assets: build ## Build every pinned Kubernetes/etcd version (envtest and e2e nee
 	$(BIN)/kok build --all
 	$(BIN)/kok envtest-assets > /dev/null
 
+tools: $(HELM) ## Build test tools (helm) into the cache
+
+$(HELM):
+	GOBIN=$(dir $(HELM)) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
 generate: ## Regenerate deepcopy code and CRD/RBAC manifests from the API types
 	$(CONTROLLER_GEN) object paths=./api/...
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=false rbac:roleName=kok-manager paths=./api/... paths=./internal/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	rm -f charts/kok/crds/*.yaml charts/kok/files/catalog/*.yaml
+	cp config/crd/bases/*.yaml charts/kok/crds/
+	cp config/rbac/role.yaml charts/kok/files/role.yaml
+	cp config/catalog/kubernetesversion-*.yaml charts/kok/files/catalog/
 
 fmt: ## gofmt
 	gofmt -w $$(git ls-files '*.go')
@@ -46,13 +59,13 @@ vet: ## go vet
 unit: ## Unit tests (no cluster)
 	go test ./... -count=1
 
-envtest: assets ## Controller tests against a real kube-apiserver + etcd
+envtest: assets tools ## Controller tests against a real kube-apiserver + etcd
 	KUBEBUILDER_ASSETS=$$($(BIN)/kok envtest-assets) go test -tags envtest ./... -count=1
 
-e2e: build assets ## End-to-end tests on a real local meta cluster (root)
+e2e: build assets tools ## End-to-end tests on a real local meta cluster (root)
 	go test -tags e2e ./test/e2e/... -count=1 -v -timeout 60m
 
-test: vet build assets ## Everything: unit + envtest + e2e
+test: vet build assets tools ## Everything: unit + envtest + e2e
 	KUBEBUILDER_ASSETS=$$($(BIN)/kok envtest-assets) go test -tags envtest ./... -count=1
 	go test -tags e2e ./test/e2e/... -count=1 -v -timeout 60m
 

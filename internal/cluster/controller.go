@@ -306,9 +306,19 @@ func (r *Reconciler) ensureService(ctx context.Context, kc *clusterv1.KubeCluste
 		}
 		svc := APIServerService(n, &kc.Spec, ip)
 		if err := r.applyOwned(ctx, kc, svc); err != nil && ip != "" && apierrors.IsInvalid(err) {
-			// The old address was taken meanwhile: take a new one (the
+			taken, lerr := r.addressTaken(ctx, ip)
+			if lerr != nil {
+				return lerr
+			}
+			if !taken {
+				// The deleted Service's address is not released yet.
+				return fmt.Errorf("waiting for address %s of the deleted Service to be released: %w", ip, err)
+			}
+			// Another Service took the old address: take a new one (the
 			// serving certificate and kubeconfigs follow).
-			if err := r.applyOwned(ctx, kc, APIServerService(n, &kc.Spec, "")); err != nil {
+			r.Recorder.Eventf(kc, corev1.EventTypeWarning, "AddressChanged", "address %s is taken by another Service; the apiserver gets a new one", ip)
+			svc = APIServerService(n, &kc.Spec, "")
+			if err := r.applyOwned(ctx, kc, svc); err != nil {
 				return err
 			}
 		} else if err != nil {
@@ -327,6 +337,20 @@ func (r *Reconciler) ensureService(ctx context.Context, kc *clusterv1.KubeCluste
 		kc.Status.Endpoint = fmt.Sprintf("https://%s:%d", st.serviceIP, kc.Spec.Network.APIServer.Port)
 	}
 	return nil
+}
+
+// addressTaken reports whether a Service holds ip.
+func (r *Reconciler) addressTaken(ctx context.Context, ip string) (bool, error) {
+	var list corev1.ServiceList
+	if err := r.List(ctx, &list); err != nil {
+		return false, err
+	}
+	for _, s := range list.Items {
+		if slices.Contains(s.Spec.ClusterIPs, ip) || s.Spec.ClusterIP == ip {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // pkiInput gathers what the certificates must say.

@@ -252,4 +252,37 @@ func TestReconcileOrder(t *testing.T) {
 			t.Errorf("%T %s left after teardown (%v)", obj, obj.GetName(), err)
 		}
 	}
+
+	// deletionPolicy Retain keeps the managed EtcdCluster, no longer owned.
+	kept := &clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{Name: "t2", Namespace: ns},
+		Spec: clusterv1.KubeClusterSpec{Version: "v1.34.4", DeletionPolicy: "Retain"}}
+	if err := c.Create(ctx, kept); err != nil {
+		t.Fatal(err)
+	}
+	n2 := cluster.Names{Cluster: "t2", Namespace: ns}
+	waitFor(t, "t2 etcd and finalizer", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(kept), kept); err != nil {
+			return err
+		}
+		if len(kept.Finalizers) == 0 {
+			return fmt.Errorf("no finalizer yet")
+		}
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n2.ManagedEtcd()}, &etcdv1.EtcdCluster{})
+	})
+	if err := c.Delete(ctx, kept); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "t2 gone, its etcd kept", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(kept), kept); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("KubeCluster still there (%v)", err)
+		}
+		var e etcdv1.EtcdCluster
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n2.ManagedEtcd()}, &e); err != nil {
+			return err
+		}
+		if e.DeletionTimestamp != nil || len(e.OwnerReferences) != 0 {
+			return fmt.Errorf("retained EtcdCluster: deleting %v, owners %v", e.DeletionTimestamp, e.OwnerReferences)
+		}
+		return nil
+	})
 }
