@@ -103,6 +103,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.markLostVolumes(ctx, e, n, obs.Pods); err != nil {
 		return ctrl.Result{}, err
 	}
+	if obs.KnownMembers, err = r.membersWithVolumes(ctx, e, n); err != nil {
+		return ctrl.Result{}, err
+	}
 	members, clusterID := r.observeEtcd(ctx, n, pods, tlsCfg, &obs)
 	if e.Status.Operation != nil {
 		id, _ := strconv.ParseUint(e.Status.Operation.ID, 16, 64)
@@ -177,6 +180,28 @@ func (r *Reconciler) markLostVolumes(ctx context.Context, e *etcdv1.EtcdCluster,
 		}
 	}
 	return nil
+}
+
+// membersWithVolumes lists the members status recorded whose claim is
+// still there (with emptyDir storage a lost pod took its data along).
+func (r *Reconciler) membersWithVolumes(ctx context.Context, e *etcdv1.EtcdCluster, n Names) ([]string, error) {
+	if e.Spec.Storage.EmptyDir {
+		return nil, nil
+	}
+	var out []string
+	for _, m := range e.Status.Members {
+		if m.Role == etcdv1.RoleLearner {
+			continue
+		}
+		var pvc corev1.PersistentVolumeClaim
+		err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.PVC(m.Name)}, &pvc)
+		if err == nil && pvc.DeletionTimestamp == nil {
+			out = append(out, m.Name)
+		} else if err != nil && !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // observeEtcd asks the members about membership and each one's state.
@@ -510,7 +535,15 @@ func (r *Reconciler) writeStatus(ctx context.Context, e *etcdv1.EtcdCluster, n N
 	if clusterID != "" {
 		st.ClusterID = clusterID
 	}
-	st.Members = st.Members[:0]
+	if !obs.Reachable {
+		// Keep the membership last seen (it is how lost pods come back
+		// when no member answers), marked unhealthy.
+		for i := range st.Members {
+			st.Members[i].Healthy = false
+		}
+	} else {
+		st.Members = st.Members[:0]
+	}
 	ready, lowest := int32(0), ""
 	for _, m := range obs.Members {
 		ms := members[m.Name]

@@ -66,6 +66,9 @@ type Observed struct {
 	LeaderID uint64
 	Pods     map[string]Pod
 	Journal  *Journal
+	// KnownMembers are the members status last recorded whose volume still
+	// exists: when no member answers, their pods can still come back.
+	KnownMembers []string
 	// Bootstrapped: the cluster has been created before (status says so).
 	// A cluster that was bootstrapped and is unreachable is never
 	// bootstrapped again: that would split it.
@@ -152,6 +155,11 @@ func Plan(o Observed) Step {
 		for _, name := range slices.Sorted(maps.Keys(o.Pods)) {
 			if o.Pods[name].Terminating {
 				return Step{Action: ActWaitHealthy, Member: name, Reason: "pod terminating"}
+			}
+		}
+		for _, name := range slices.Sorted(slices.Values(o.KnownMembers)) {
+			if _, ok := o.Pods[name]; !ok {
+				return Step{Action: ActCreatePod, Member: name, Reason: "member pod missing and no member answers; recreating it on its volume"}
 			}
 		}
 		if len(o.Pods) == 0 {

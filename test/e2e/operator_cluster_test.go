@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
+	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/clusterctl"
 	"github.com/kubeonkube/kok/internal/kube"
@@ -462,5 +463,57 @@ func TestInstallManifests(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d objects accepted", name, len(objs))
+	}
+}
+
+// TestKubeClusterSharedEtcd runs two business clusters on one EtcdCluster:
+// each keeps its keys under its own prefix and sees only its own objects.
+func TestKubeClusterSharedEtcd(t *testing.T) {
+	cfg := sharedCluster(t)
+	ctx := context.Background()
+	c := metaClient(t, cfg)
+	const etcdNS = "shared-etcd"
+	tenants := []string{"tenant-a", "tenant-b"}
+	for _, ns := range append([]string{etcdNS}, tenants...) {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := &etcdv1.EtcdCluster{ObjectMeta: metav1.ObjectMeta{Name: "shared", Namespace: etcdNS},
+		Spec: etcdv1.EtcdClusterSpec{Replicas: 1, Version: "v3.6.16"}}
+	if err := c.Create(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	var clusters []*clusterv1.KubeCluster
+	for _, name := range tenants {
+		kc := &clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: name},
+			Spec: clusterv1.KubeClusterSpec{Version: "v1.34.4", Etcd: clusterv1.EtcdSpec{Ref: &clusterv1.EtcdRef{Name: "shared", Namespace: etcdNS}}}}
+		if err := c.Create(ctx, kc); err != nil {
+			t.Fatal(err)
+		}
+		clusters = append(clusters, kc)
+	}
+	for _, kc := range clusters {
+		waitClusterReady(t, c, kc, 4*time.Minute)
+	}
+	a, b := businessClient(t, shared.stateDir, tenants[0]), businessClient(t, shared.stateDir, tenants[1])
+	if _, err := a.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "only-in-a"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CoreV1().Namespaces().Get(ctx, "only-in-a", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("tenant-b sees tenant-a's namespace (err %v)", err)
+	}
+	if _, err := b.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, kc := range clusters {
+		mustKok(t, shared.stateDir, "delete", "cluster", kc.Name, "-n", kc.Namespace)
+	}
+	// The shared EtcdCluster is not the clusters' to delete.
+	if err := c.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil || e.DeletionTimestamp != nil {
+		t.Fatalf("shared EtcdCluster after both clusters went: %v %v", err, e.DeletionTimestamp)
+	}
+	for _, ns := range append([]string{etcdNS}, tenants...) {
+		_ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	}
 }
