@@ -440,10 +440,8 @@ func (r *Reconciler) ensureControlPlane(ctx context.Context, kc *clusterv1.KubeC
 	if kc.Spec.Paused {
 		plan.Waiting = "paused"
 	}
-	if _, ok := current[APIServer]; !ok && !st.etcdReady {
-		setCondition(kc, clusterv1.ConditionProgressing, true, "WaitingForEtcd", "the apiservers start once etcd is available")
-		return true, nil
-	}
+	// The apiservers start together with etcd: they wait for it (up to
+	// --storage-initialization-timeout), which saves etcd's start-up time.
 	if apply {
 		for _, c := range []string{APIServer, ControllerManager, Scheduler} {
 			if c == ControllerManager && st.deployments[c] == nil && (st.deployments[APIServer] == nil || st.deployments[APIServer].Status.ReadyReplicas == 0) {

@@ -31,9 +31,38 @@ func newEtcd(t *testing.T, c client.Client, ns, name string, replicas int32, ver
 	if err := c.Create(ctx, e); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpNamespace(t, c, ns)
+		}
+	})
 	waitEtcd(t, c, e, int(replicas), 4*time.Minute)
 	t.Logf("%d-member %s cluster ready in %s", replicas, version, time.Since(start).Round(time.Second))
 	return e
+}
+
+// dumpNamespace logs what a failed test leaves: the EtcdClusters' status,
+// pods and events, so a CI failure can be read without the cluster.
+func dumpNamespace(t *testing.T, c client.Client, ns string) {
+	ctx := context.Background()
+	var es etcdv1.EtcdClusterList
+	if err := c.List(ctx, &es, client.InNamespace(ns)); err == nil {
+		for _, e := range es.Items {
+			t.Logf("EtcdCluster %s: phase %s, operation %+v, members %+v, conditions %+v", e.Name, e.Status.Phase, e.Status.Operation, e.Status.Members, e.Status.Conditions)
+		}
+	}
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods, client.InNamespace(ns)); err == nil {
+		for _, p := range pods.Items {
+			t.Logf("pod %s: phase %s, ready %v, deleting %v", p.Name, p.Status.Phase, podReady(&p), p.DeletionTimestamp != nil)
+		}
+	}
+	var events corev1.EventList
+	if err := c.List(ctx, &events, client.InNamespace(ns)); err == nil {
+		for _, ev := range events.Items {
+			t.Logf("event %s %s/%s %s: %s", ev.LastTimestamp.Format("15:04:05"), ev.InvolvedObject.Kind, ev.InvolvedObject.Name, ev.Reason, ev.Message)
+		}
+	}
 }
 
 // putKeys writes n keys under prefix and returns them.
@@ -89,15 +118,36 @@ func TestEtcdRecoveryMatrix(t *testing.T) {
 		cli.Close()
 		for lose := 1; lose <= int(replicas); lose++ {
 			t.Run(fmt.Sprintf("%d of %d pods deleted", lose, replicas), func(t *testing.T) {
+				defer func() {
+					if t.Failed() {
+						dumpNamespace(t, c, e.Namespace)
+					}
+				}()
 				before := memberIDs(t, c, e)
 				start := time.Now()
+				old := map[string]types.UID{}
 				for i := range lose {
-					p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: etcd.MemberName("m", i)}}
+					p := &corev1.Pod{}
+					if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: etcd.MemberName("m", i)}, p); err != nil {
+						t.Fatal(err)
+					}
+					old[p.Name] = p.UID
 					if err := c.Delete(ctx, p); err != nil {
 						t.Fatal(err)
 					}
 				}
-				time.Sleep(2 * time.Second)
+				eventually(t, 4*time.Minute, "deleted pods back and ready", func() error {
+					for name, uid := range old {
+						var p corev1.Pod
+						if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: name}, &p); err != nil {
+							return err
+						}
+						if p.UID == uid || !podReady(&p) {
+							return fmt.Errorf("%s not back yet", name)
+						}
+					}
+					return nil
+				})
 				waitEtcd(t, c, e, int(replicas), 4*time.Minute)
 				t.Logf("recovered in %s", time.Since(start).Round(time.Second))
 				if after := memberIDs(t, c, e); fmt.Sprint(after) != fmt.Sprint(before) {
