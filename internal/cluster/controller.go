@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -209,10 +210,13 @@ func (r *Reconciler) ensureEtcd(ctx context.Context, kc *clusterv1.KubeCluster, 
 			m = &clusterv1.ManagedEtcd{}
 		}
 		version := managedEtcdVersion(m, ec, exists, st.desired.Spec.EtcdVersions)
-		if err := r.applyManagedEtcd(ctx, kc, key, m, version); err != nil {
+		applied, err := r.applyManagedEtcd(ctx, kc, key, m, version)
+		if err != nil {
 			return err
 		}
-		if err := r.Get(ctx, key, ec); err != nil {
+		// The cache may not hold a just-created object yet: use what the
+		// apply returned.
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(applied.Object, ec); err != nil {
 			return err
 		}
 		exists = true
@@ -265,7 +269,7 @@ func managedEtcdVersion(m *clusterv1.ManagedEtcd, ec *etcdv1.EtcdCluster, exists
 	return supported[len(supported)-1]
 }
 
-func (r *Reconciler) applyManagedEtcd(ctx context.Context, kc *clusterv1.KubeCluster, key client.ObjectKey, m *clusterv1.ManagedEtcd, version string) error {
+func (r *Reconciler) applyManagedEtcd(ctx context.Context, kc *clusterv1.KubeCluster, key client.ObjectKey, m *clusterv1.ManagedEtcd, version string) (*unstructured.Unstructured, error) {
 	spec := map[string]any{"replicas": int64(max(m.Replicas, 1))}
 	if version != "" {
 		spec["version"] = version
@@ -287,9 +291,9 @@ func (r *Reconciler) applyManagedEtcd(ctx context.Context, kc *clusterv1.KubeClu
 		"spec": spec,
 	}}
 	if err := controllerutil.SetControllerReference(kc, u, r.Scheme()); err != nil {
-		return err
+		return nil, err
 	}
-	return r.Patch(ctx, u, client.Apply, client.FieldOwner(kube.FieldOwner), client.ForceOwnership) //nolint:staticcheck
+	return u, r.Patch(ctx, u, client.Apply, client.FieldOwner(kube.FieldOwner), client.ForceOwnership) //nolint:staticcheck
 }
 
 func (r *Reconciler) ensureService(ctx context.Context, kc *clusterv1.KubeCluster, n Names, st *state, apply bool) error {

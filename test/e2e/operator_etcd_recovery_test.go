@@ -175,6 +175,7 @@ func TestEtcdUpgradeAndLostVolume(t *testing.T) {
 	cli := etcdClient(t, c, e)
 	defer cli.Close()
 	w := startWriter(cli)
+	lin := startRecorder(t, c, e, 3)
 
 	t.Run("rolling upgrade v3.5.35 → v3.6.16", func(t *testing.T) {
 		before := memberIDs(t, c, e)
@@ -232,6 +233,7 @@ func TestEtcdUpgradeAndLostVolume(t *testing.T) {
 		checkHashKV(t, c, e)
 	})
 	w.finish(t)
+	lin.finish(t)
 	if err := c.Delete(ctx, e); err != nil {
 		t.Fatal(err)
 	}

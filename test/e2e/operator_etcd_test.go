@@ -133,6 +133,7 @@ func TestEtcdCluster(t *testing.T) {
 	cli := etcdClient(t, c, e)
 	defer cli.Close()
 	w := startWriter(cli)
+	lin := startRecorder(t, c, e, 3)
 
 	t.Run("deleted member pod comes back as the same member", func(t *testing.T) {
 		before := memberIDs(t, c, e)
@@ -159,11 +160,34 @@ func TestEtcdCluster(t *testing.T) {
 		}
 	})
 
-	t.Run("scale 3→5→3 keeps every write", func(t *testing.T) {
+	t.Run("scale 3→5→3 keeps every write, with the operator restarted mid-scale", func(t *testing.T) {
 		for _, n := range []int32{5, 3} {
 			patch := client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)))
 			if err := c.Patch(ctx, e, patch); err != nil {
 				t.Fatal(err)
+			}
+			if n == 5 {
+				// The operator restarts in the middle of a membership
+				// change; the journal in status lets the next one finish it.
+				eventually(t, time.Minute, "a membership change journaled", func() error {
+					if err := c.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
+						return err
+					}
+					if e.Status.Operation == nil {
+						return fmt.Errorf("no operation in flight")
+					}
+					return nil
+				})
+				t.Logf("restarting kok-manager during %s %s", e.Status.Operation.Type, e.Status.Operation.Member)
+				var mgr corev1.PodList
+				if err := c.List(ctx, &mgr, client.InNamespace("kok-system"), client.MatchingLabels{"app.kubernetes.io/component": "manager"}); err != nil {
+					t.Fatal(err)
+				}
+				for i := range mgr.Items {
+					if err := c.Delete(ctx, &mgr.Items[i], client.GracePeriodSeconds(0)); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
 			time.Sleep(3 * time.Second)
 			waitEtcd(t, c, e, int(n), 5*time.Minute)
@@ -173,6 +197,7 @@ func TestEtcdCluster(t *testing.T) {
 	})
 
 	w.finish(t)
+	lin.finish(t)
 	checkHashKV(t, c, e)
 
 	if err := c.Delete(ctx, e); err != nil {
