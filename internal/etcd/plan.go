@@ -134,14 +134,8 @@ const learnerCaughtUp = 1000
 
 // Plan returns the next step for the cluster.
 func Plan(o Observed) Step {
-	// 1. A journaled change is finished before anything else.
-	if o.Journal != nil {
-		if s, done := finishJournal(o); !done {
-			return s
-		}
-	}
-
-	// 2. Nothing reachable.
+	// 1. Nothing reachable. A journaled change waits for quorum to return;
+	// what can come back without etcd (pods of members with volumes) does.
 	if !o.Reachable {
 		if !o.Bootstrapped {
 			first := MemberName(o.Cluster, 0)
@@ -162,10 +156,21 @@ func Plan(o Observed) Step {
 				return Step{Action: ActCreatePod, Member: name, Reason: "member pod missing and no member answers; recreating it on its volume"}
 			}
 		}
-		if len(o.Pods) == 0 {
-			return Step{Action: ActQuorumLost, Reason: "no member pods and no member reachable; recover with an EtcdRestore"}
+		pending := ""
+		if o.Journal != nil {
+			pending = fmt.Sprintf("; %s %s resumes when quorum returns", o.Journal.Type, o.Journal.Member)
 		}
-		return Step{Action: ActQuorumLost, Reason: "no member answers; waiting for members to return (no automatic wipe)"}
+		if len(o.Pods) == 0 {
+			return Step{Action: ActQuorumLost, Reason: "no member pods and no member reachable; recover with an EtcdRestore" + pending}
+		}
+		return Step{Action: ActQuorumLost, Reason: "no member answers; waiting for members to return (no automatic wipe)" + pending}
+	}
+
+	// 2. A journaled change is finished before anything else.
+	if o.Journal != nil {
+		if s, done := finishJournal(o); !done {
+			return s
+		}
 	}
 
 	voters, learners := split(o.Members)

@@ -238,3 +238,54 @@ func TestEtcdUpgradeAndLostVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEtcdQuorumLost loses two of three members' volumes: the operator says
+// QuorumLost and keeps the survivor and its data — it never wipes or
+// re-bootstraps (recovery is a restore).
+func TestEtcdQuorumLost(t *testing.T) {
+	cfg := sharedCluster(t)
+	c := metaClient(t, cfg)
+	ctx := context.Background()
+	e := newEtcd(t, c, "etcd-quorum", "q", 3, "v3.6.16")
+	before := memberIDs(t, c, e)
+	n := etcd.Names{Cluster: e.Name, Namespace: e.Namespace}
+	for _, m := range []string{"q-1", "q-2"} {
+		if err := c.Delete(ctx, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: n.PVC(m)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: m}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 2*time.Minute, "QuorumLost reported", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
+			return err
+		}
+		for _, cond := range e.Status.Conditions {
+			if cond.Type == etcdv1.ConditionQuorumLost && cond.Status == metav1.ConditionTrue {
+				t.Logf("QuorumLost: %s", cond.Message)
+				return nil
+			}
+		}
+		return fmt.Errorf("phase %s, conditions %v", e.Status.Phase, e.Status.Conditions)
+	})
+	// Nothing destructive follows: the survivor keeps its pod and volume,
+	// nobody re-bootstraps, the membership on record is unchanged.
+	time.Sleep(15 * time.Second)
+	var survivor corev1.Pod
+	if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: "q-0"}, &survivor); err != nil || survivor.DeletionTimestamp != nil {
+		t.Fatalf("the surviving member's pod: %v (deleting %v)", err, survivor.DeletionTimestamp)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: n.PVC("q-0")}, &corev1.PersistentVolumeClaim{}); err != nil {
+		t.Fatalf("the surviving member's volume: %v", err)
+	}
+	if after := memberIDs(t, c, e); after["q-0"] != before["q-0"] {
+		t.Fatalf("the survivor's membership changed: %v → %v", before, after)
+	}
+	if e.Status.Phase != "QuorumLost" {
+		t.Fatalf("phase %s", e.Status.Phase)
+	}
+	if err := c.Delete(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+}
