@@ -69,7 +69,7 @@ test: vet build assets tools ## Everything: unit + envtest + e2e
 	KUBEBUILDER_ASSETS=$$($(BIN)/kok envtest-assets) go test -tags envtest ./... -count=1
 	go test -tags e2e ./test/e2e/... -count=1 -v -timeout 60m
 
-bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up, ONLY=platform|clusters picks one)
+bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up, ONLY=platform|clusters|etcd picks one)
 	go run ./bench -out bench/results $(if $(COLD),-cold) $(if $(ONLY),-only $(ONLY))
 
 clean: ## Remove bin/

@@ -54,6 +54,10 @@ type ClusterResult struct {
 	RSSMiB []map[string]int `json:"rssMiB"`
 	// IdleCPUMillicores per idle control plane.
 	IdleCPUMillicores []float64 `json:"idleCPUMillicores"`
+	// DenseRSSMiB and DenseIdleCPUMillicores: the same with GOGC=25 on
+	// apiserver, controller-manager and scheduler (spec.controlPlane.*.env).
+	DenseRSSMiB            map[string]int `json:"denseRSSMiB"`
+	DenseIdleCPUMillicores float64        `json:"denseIdleCPUMillicores"`
 	// Capacity estimates how many idle control planes fit on this node.
 	CapacityByMemory int    `json:"capacityByMemory"`
 	CapacityByCPU    int    `json:"capacityByCPU"`
@@ -126,7 +130,7 @@ func runClusterBench(res *ClusterResult, stateDir string) error {
 	// P3: let them idle, then read memory and CPU.
 	time.Sleep(30 * time.Second)
 	for _, kc := range singles {
-		mem, cpu, err := controlPlaneUsage(ctx, c, kc, 20*time.Second)
+		mem, cpu, err := controlPlaneUsage(ctx, c, kc, 20*time.Second, kc.Name)
 		if err != nil {
 			return err
 		}
@@ -146,6 +150,30 @@ func runClusterBench(res *ClusterResult, stateDir string) error {
 	}
 	if meanCPU > 0 {
 		res.CapacityByCPU = int(float64(res.Machine.CPUs*1000) * 0.8 / meanCPU)
+	}
+	// The same idle control plane tuned for density.
+	dense := &clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{Name: "p3-dense", Namespace: "p1-0"}}
+	dense.Spec.Version = "v1.34.4"
+	gogc := []corev1.EnvVar{{Name: "GOGC", Value: "25"}}
+	dense.Spec.ControlPlane.APIServer.Env = gogc
+	dense.Spec.ControlPlane.ControllerManager.Env = gogc
+	dense.Spec.ControlPlane.Scheduler.Env = gogc
+	if err := c.Create(ctx, dense); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	err = clusterctl.Wait(wctx, c, dense, io.Discard)
+	cancel()
+	if err != nil {
+		return err
+	}
+	time.Sleep(30 * time.Second)
+	if res.DenseRSSMiB, res.DenseIdleCPUMillicores, err = controlPlaneUsage(ctx, c, dense, 20*time.Second, dense.Name); err != nil {
+		return err
+	}
+	fmt.Printf("%-10s RSS %v MiB, idle CPU %.0fm\n", dense.Name, res.DenseRSSMiB, res.DenseIdleCPUMillicores)
+	if err := clusterctl.Delete(ctx, c, dense, io.Discard); err != nil {
+		return err
 	}
 	for _, kc := range singles {
 		if err := clusterctl.Delete(ctx, c, kc, io.Discard); err != nil {
@@ -289,15 +317,18 @@ func (l *load) stop() (int64, int64) {
 
 // controlPlaneUsage sums RSS (MiB, by component) and CPU (millicores over
 // window) of a cluster's pods: etcd, apiserver, controller-manager, scheduler.
-func controlPlaneUsage(ctx context.Context, c client.Client, kc *clusterv1.KubeCluster, window time.Duration) (map[string]int, float64, error) {
+func controlPlaneUsage(ctx context.Context, c client.Client, kc *clusterv1.KubeCluster, window time.Duration, instance string) (map[string]int, float64, error) {
 	var pods corev1.PodList
 	if err := c.List(ctx, &pods, client.InNamespace(kc.Namespace)); err != nil {
 		return nil, 0, err
 	}
 	byUID := map[string]string{}
 	for _, p := range pods.Items {
-		comp := p.Labels[cluster.LabelName]
-		byUID[string(p.UID)] = comp
+		// etcd pods carry their EtcdCluster's name (<cluster>-etcd).
+		if in := p.Labels[cluster.LabelInstance]; in != instance && in != instance+"-etcd" {
+			continue
+		}
+		byUID[string(p.UID)] = p.Labels[cluster.LabelName]
 	}
 	pidsOf := func() map[string][]int {
 		out := map[string][]int{}
@@ -444,6 +475,11 @@ func writeClusters(dir string, res *ClusterResult) {
 		fmt.Fprintf(&b, "| P3 idle control plane %d (etcd + apiserver + kcm + scheduler) | private %d MiB (etcd %d, apiserver %d, kcm %d, scheduler %d); PSS %d MiB; RSS %d MiB; idle CPU %.0fm | ≤ 250 MiB |\n",
 			i, r["total/private"], r["etcd/private"], r[cluster.APIServer+"/private"], r[cluster.ControllerManager+"/private"], r[cluster.Scheduler+"/private"],
 			r["total/pss"], r["total"], res.IdleCPUMillicores[i])
+	}
+	if r := res.DenseRSSMiB; r != nil {
+		fmt.Fprintf(&b, "| P3 idle control plane with GOGC=25 (`spec.controlPlane.*.env`) | private %d MiB (etcd %d, apiserver %d, kcm %d, scheduler %d); PSS %d MiB; RSS %d MiB; idle CPU %.0fm | ≤ 250 MiB |\n",
+			r["total/private"], r["etcd/private"], r[cluster.APIServer+"/private"], r[cluster.ControllerManager+"/private"], r[cluster.Scheduler+"/private"],
+			r["total/pss"], r["total"], res.DenseIdleCPUMillicores)
 	}
 	fmt.Fprintf(&b, "| P3 control planes one meta node holds (idle) | %d by memory, %d by CPU (80%% of %d cores) | |\n", res.CapacityByMemory, res.CapacityByCPU, m.CPUs)
 	fmt.Fprintf(&b, "\nRSS counts the pages of the Kubernetes binary in every process; they are shared by every control plane of a "+

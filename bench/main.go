@@ -61,7 +61,7 @@ type Machine struct {
 
 func main() {
 	out := flag.String("out", "bench/results", "directory for result files")
-	only := flag.String("only", "", "run one benchmark: platform or clusters (default: both)")
+	only := flag.String("only", "", "run one benchmark: platform, clusters or etcd (default: all)")
 	cold := flag.Bool("cold", false, "also measure a cold kok up: empty Go build cache and kok cache (rebuilds Kubernetes; ≈15 min on 2 cores)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -95,8 +95,12 @@ func main() {
 		os.RemoveAll(tmpCache)
 		os.RemoveAll(goCache)
 	}
-	if *only == "clusters" {
+	switch *only {
+	case "clusters":
 		benchClusters(*out, kokBin, cacheDir)
+		return
+	case "etcd":
+		benchEtcd(*out, kokBin, cacheDir)
 		return
 	}
 	res.Runs = append(res.Runs, measure("warm-fresh", "binaries cached, empty state dir (images imported into a new containerd)", kokBin, cacheDir, false)...)
@@ -106,6 +110,7 @@ func main() {
 	write(*out, res)
 	if *only == "" {
 		benchClusters(*out, kokBin, cacheDir)
+		benchEtcd(*out, kokBin, cacheDir)
 	}
 }
 

@@ -113,7 +113,7 @@ func TestReconcileOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// etcd first: the EtcdCluster is made; nothing else runs before its CA exists.
+	// etcd first: the EtcdCluster is made, nothing else runs yet.
 	ec := &etcdv1.EtcdCluster{}
 	waitFor(t, "managed EtcdCluster", func() error {
 		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.ManagedEtcd()}, ec)

@@ -292,6 +292,7 @@ func container(name, image string, cs clusterv1.ComponentSpec, args []string, po
 		Args:            args,
 		Ports:           []corev1.ContainerPort{{Name: "https", ContainerPort: port, Protocol: corev1.ProtocolTCP}},
 		Resources:       res,
+		Env:             cs.Env,
 		SecurityContext: &corev1.SecurityContext{
 			AllowPrivilegeEscalation: ptr.To(false),
 			ReadOnlyRootFilesystem:   ptr.To(true),

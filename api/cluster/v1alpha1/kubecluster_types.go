@@ -79,6 +79,12 @@ type ComponentSpec struct {
 	// Resources of the component's container.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+	// Env of the component's container, e.g. GOGC=25 to trade some CPU for
+	// a third less memory in a dense meta cluster.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Env []corev1.EnvVar `json:"env,omitempty"`
 }
 
 // EtcdSpec selects the cluster's etcd: managed (also when neither is set)
