@@ -116,8 +116,8 @@ func Find(ctx context.Context, c client.Client, name, namespace string) (*cluste
 	}
 }
 
-// Wait waits for the cluster to be Ready at its spec version, printing each
-// change of what it waits for.
+// Wait waits for the cluster to be Ready at its spec version with no rollout
+// in progress, printing each change of what it waits for.
 func Wait(ctx context.Context, c client.Client, kc *clusterv1.KubeCluster, out io.Writer) error {
 	start := time.Now()
 	last := ""
@@ -127,8 +127,9 @@ func Wait(ctx context.Context, c client.Client, kc *clusterv1.KubeCluster, out i
 			return err
 		}
 		ready := meta.FindStatusCondition(cur.Status.Conditions, clusterv1.ConditionReady)
+		rolling := meta.IsStatusConditionTrue(cur.Status.Conditions, clusterv1.ConditionProgressing)
 		if ready != nil && ready.Status == metav1.ConditionTrue && cur.Status.ObservedGeneration == cur.Generation &&
-			cur.Status.Version == cur.Spec.Version {
+			cur.Status.Version == cur.Spec.Version && !rolling {
 			fmt.Fprintf(out, "[%5.1fs] %s/%s is Ready: %s\n", time.Since(start).Seconds(), cur.Namespace, cur.Name, ready.Message)
 			*kc = *cur
 			return nil

@@ -95,11 +95,22 @@ func controlPlanePods(t *testing.T, c client.Client, ns, name string) map[string
 	return out
 }
 
-// settled waits until a cluster runs exactly its declared pods (none left
-// terminating from an earlier rollout).
+// settled waits until a cluster runs exactly its declared pods: every
+// Deployment rolled out and no pod left terminating from an earlier rollout.
 func settled(t *testing.T, c client.Client, ns, name string) {
 	t.Helper()
-	eventually(t, 2*time.Minute, "no control-plane pod terminating", func() error {
+	eventually(t, 2*time.Minute, "control plane rolled out, no pod terminating", func() error {
+		n := cluster.Names{Cluster: name, Namespace: ns}
+		for _, comp := range []string{cluster.APIServer, cluster.ControllerManager, cluster.Scheduler} {
+			var d appsv1.Deployment
+			if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: n.Deployment(comp)}, &d); err != nil {
+				return err
+			}
+			want := *d.Spec.Replicas
+			if d.Status.ObservedGeneration < d.Generation || d.Status.UpdatedReplicas != want || d.Status.Replicas != want || d.Status.AvailableReplicas != want {
+				return fmt.Errorf("%s still rolling out", comp)
+			}
+		}
 		var pods corev1.PodList
 		if err := c.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{cluster.LabelInstance: name}); err != nil {
 			return err
