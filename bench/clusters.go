@@ -66,34 +66,40 @@ type ClusterResult struct {
 
 func benchClusters(out, kokBin, cacheDir string) {
 	res := &ClusterResult{Benchmark: "cluster operator", Time: time.Now().UTC(), Commit: gitCommit(), Machine: machine()}
-	stateDir, _ := os.MkdirTemp("/var/lib", "kok-bench-clusters-")
-	defer func() {
-		_ = local.Down(context.Background(), local.DownOptions{StateDir: stateDir, Purge: true, Builder: builder(cacheDir), Out: io.Discard})
-	}()
-	if r := up("clusters-meta", "meta cluster for the cluster benchmark", kokBin, stateDir, cacheDir); r.Err != "" {
-		log.Fatalf("kok up: %s", r.Err)
-	}
-	if err := runClusterBench(res, stateDir); err != nil {
-		res.Err = err.Error()
-		log.Printf("cluster benchmark: %v", err)
-	}
+	res.Err = onMetaCluster("clusters", kokBin, cacheDir, func(ctx context.Context, c client.Client) error { return runClusterBench(ctx, res, c) })
 	writeClusters(out, res)
 }
 
-func runClusterBench(res *ClusterResult, stateDir string) error {
-	ctx := context.Background()
+// onMetaCluster brings up a fresh meta cluster, runs a benchmark against it
+// and tears it down; it returns the benchmark's error as text ("" if none).
+func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, client.Client) error) string {
+	stateDir, _ := os.MkdirTemp("/var/lib", "kok-bench-"+name+"-")
+	defer func() {
+		_ = local.Down(context.Background(), local.DownOptions{StateDir: stateDir, Purge: true, Builder: builder(cacheDir), Out: io.Discard})
+	}()
+	if r := up(name+"-meta", "meta cluster for the "+name+" benchmark", kokBin, stateDir, cacheDir); r.Err != "" {
+		log.Fatalf("kok up: %s", r.Err)
+	}
 	cfg, err := local.LoadConfig(stateDir)
 	if err != nil {
-		return err
+		return err.Error()
 	}
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig())
 	if err != nil {
-		return err
+		return err.Error()
 	}
 	c, err := client.New(rc, client.Options{Scheme: manager.Scheme()})
 	if err != nil {
-		return err
+		return err.Error()
 	}
+	if err := run(context.Background(), c); err != nil {
+		log.Printf("%s benchmark: %v", name, err)
+		return err.Error()
+	}
+	return ""
+}
+
+func runClusterBench(ctx context.Context, res *ClusterResult, c client.Client) error {
 	create := func(name, version string, replicas, etcdReplicas int32) (*clusterv1.KubeCluster, float64, error) {
 		start := time.Now()
 		kc, err := clusterctl.Create(ctx, c, clusterctl.CreateOptions{Name: name, Version: version, Replicas: replicas, EtcdReplicas: etcdReplicas})
@@ -162,7 +168,7 @@ func runClusterBench(res *ClusterResult, stateDir string) error {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	err = clusterctl.Wait(wctx, c, dense, io.Discard)
+	err := clusterctl.Wait(wctx, c, dense, io.Discard)
 	cancel()
 	if err != nil {
 		return err

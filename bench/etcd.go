@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"os"
@@ -20,13 +19,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 	"github.com/kubeonkube/kok/internal/etcd"
-	"github.com/kubeonkube/kok/internal/local"
-	"github.com/kubeonkube/kok/internal/manager"
 )
 
 // EtcdResult is what the etcd-operator benchmark writes.
@@ -47,34 +43,11 @@ type EtcdResult struct {
 
 func benchEtcd(out, kokBin, cacheDir string) {
 	res := &EtcdResult{Benchmark: "etcd operator", Time: time.Now().UTC(), Commit: gitCommit(), Machine: machine()}
-	stateDir, _ := os.MkdirTemp("/var/lib", "kok-bench-etcd-")
-	defer func() {
-		_ = local.Down(context.Background(), local.DownOptions{StateDir: stateDir, Purge: true, Builder: builder(cacheDir), Out: io.Discard})
-	}()
-	if r := up("etcd-meta", "meta cluster for the etcd benchmark", kokBin, stateDir, cacheDir); r.Err != "" {
-		log.Fatalf("kok up: %s", r.Err)
-	}
-	if err := runEtcdBench(res, stateDir); err != nil {
-		res.Err = err.Error()
-		log.Printf("etcd benchmark: %v", err)
-	}
+	res.Err = onMetaCluster("etcd", kokBin, cacheDir, func(ctx context.Context, c client.Client) error { return runEtcdBench(ctx, res, c) })
 	writeEtcd(out, res)
 }
 
-func runEtcdBench(res *EtcdResult, stateDir string) error {
-	ctx := context.Background()
-	cfg, err := local.LoadConfig(stateDir)
-	if err != nil {
-		return err
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig())
-	if err != nil {
-		return err
-	}
-	c, err := client.New(rc, client.Options{Scheme: manager.Scheme()})
-	if err != nil {
-		return err
-	}
+func runEtcdBench(ctx context.Context, res *EtcdResult, c client.Client) error {
 	var last *etcdv1.EtcdCluster
 	for i := range 2 {
 		ns := fmt.Sprintf("etcd-bench-%d", i)

@@ -118,6 +118,7 @@ type state struct {
 	etcdPrefix  string
 	etcdCA      *pki.KeyPair
 	serviceIP   string
+	service     *corev1.Service
 	secrets     map[string]Secret
 	deployments map[string]*appsv1.Deployment
 }
@@ -332,6 +333,7 @@ func (r *Reconciler) ensureService(ctx context.Context, kc *clusterv1.KubeCluste
 	} else if err != nil {
 		return nil
 	}
+	st.service = &cur
 	st.serviceIP = cur.Spec.ClusterIP
 	if st.serviceIP == corev1.ClusterIPNone {
 		st.serviceIP = ""
@@ -358,10 +360,10 @@ func (r *Reconciler) addressTaken(ctx context.Context, ip string) (bool, error) 
 }
 
 // pkiInput gathers what the certificates must say.
-func (r *Reconciler) pkiInput(kc *clusterv1.KubeCluster, n Names, st *state, svc *corev1.Service) PKIInput {
+func (r *Reconciler) pkiInput(kc *clusterv1.KubeCluster, n Names, st *state) PKIInput {
 	sans := slices.Clone(kc.Spec.Network.APIServer.CertSANs)
-	if svc != nil {
-		for _, in := range svc.Status.LoadBalancer.Ingress {
+	if st.service != nil {
+		for _, in := range st.service.Status.LoadBalancer.Ingress {
 			sans = append(sans, in.IP, in.Hostname)
 		}
 	}
@@ -387,9 +389,7 @@ func (r *Reconciler) ensurePKI(ctx context.Context, kc *clusterv1.KubeCluster, n
 		have[name] = Secret{Data: s.Data, Rotation: s.Annotations[AnnIssuedFor]}
 		owned[name] = metav1.IsControlledBy(&s, kc)
 	}
-	var svc corev1.Service
-	_ = r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.Service()}, &svc)
-	want, changed, err := PlanPKI(r.pkiInput(kc, n, st, &svc), have, time.Now())
+	want, changed, err := PlanPKI(r.pkiInput(kc, n, st), have, time.Now())
 	if err != nil {
 		return err
 	}

@@ -65,6 +65,20 @@ func dumpNamespace(t *testing.T, c client.Client, ns string) {
 	}
 }
 
+// loseMember deletes a member's volume claim and then its pod: the member's
+// data is gone.
+func loseMember(t *testing.T, c client.Client, e *etcdv1.EtcdCluster, member string) {
+	t.Helper()
+	ctx := context.Background()
+	n := etcd.Names{Cluster: e.Name, Namespace: e.Namespace}
+	if err := c.Delete(ctx, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: n.PVC(member)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: member}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // putKeys writes n keys under prefix and returns them.
 func putKeys(t *testing.T, cli *clientv3.Client, prefix string, n int) map[string]string {
 	t.Helper()
@@ -208,13 +222,7 @@ func TestEtcdUpgradeAndLostVolume(t *testing.T) {
 	t.Run("a member whose volume is lost is replaced through a learner", func(t *testing.T) {
 		before := memberIDs(t, c, e)
 		start := time.Now()
-		n := etcd.Names{Cluster: e.Name, Namespace: e.Namespace}
-		if err := c.Delete(ctx, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: n.PVC("u-1")}}); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: "u-1"}}); err != nil {
-			t.Fatal(err)
-		}
+		loseMember(t, c, e, "u-1")
 		eventually(t, 5*time.Minute, "u-1 replaced by a new member", func() error {
 			after := memberIDs(t, c, e)
 			if _, ok := after["u-1"]; ok || len(after) != 3 {
@@ -250,12 +258,7 @@ func TestEtcdQuorumLost(t *testing.T) {
 	before := memberIDs(t, c, e)
 	n := etcd.Names{Cluster: e.Name, Namespace: e.Namespace}
 	for _, m := range []string{"q-1", "q-2"} {
-		if err := c.Delete(ctx, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: n.PVC(m)}}); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: m}}); err != nil {
-			t.Fatal(err)
-		}
+		loseMember(t, c, e, m)
 	}
 	eventually(t, 2*time.Minute, "QuorumLost reported", func() error {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
