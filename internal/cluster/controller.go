@@ -304,14 +304,23 @@ func (r *Reconciler) ensureService(ctx context.Context, kc *clusterv1.KubeCluste
 		return err
 	}
 	if apply {
-		ip := ""
-		if apierrors.IsNotFound(err) {
-			ip = kc.Status.ServiceIP // a re-created Service keeps its address
+		// The address is always stated: the Service read from the cache may
+		// already be gone in the API (a deletion racing this pass), and a
+		// re-created Service keeps the address clients and certificates know.
+		found := err == nil
+		ip := kc.Status.ServiceIP
+		if found && cur.Spec.ClusterIP != "" && cur.Spec.ClusterIP != corev1.ClusterIPNone {
+			ip = cur.Spec.ClusterIP
+		}
+		if !found {
 			r.Recorder.Eventf(kc, corev1.EventTypeNormal, "ServiceCreated", "apiserver Service %s created", n.Service())
 		}
 		svc := APIServerService(n, &kc.Spec, ip)
 		if err := r.applyOwned(ctx, kc, svc); err != nil && ip != "" && apierrors.IsInvalid(err) {
-			taken, lerr := r.addressTaken(ctx, ip)
+			if found {
+				return fmt.Errorf("applying the apiserver Service at %s: %w", ip, err)
+			}
+			taken, lerr := r.addressTaken(ctx, ip, client.ObjectKeyFromObject(svc))
 			if lerr != nil {
 				return lerr
 			}
@@ -345,13 +354,16 @@ func (r *Reconciler) ensureService(ctx context.Context, kc *clusterv1.KubeCluste
 	return nil
 }
 
-// addressTaken reports whether a Service holds ip.
-func (r *Reconciler) addressTaken(ctx context.Context, ip string) (bool, error) {
+// addressTaken reports whether a Service other than self holds ip.
+func (r *Reconciler) addressTaken(ctx context.Context, ip string, self client.ObjectKey) (bool, error) {
 	var list corev1.ServiceList
 	if err := r.List(ctx, &list); err != nil {
 		return false, err
 	}
 	for _, s := range list.Items {
+		if client.ObjectKeyFromObject(&s) == self {
+			continue // a stale copy of the deleted Service
+		}
 		if slices.Contains(s.Spec.ClusterIPs, ip) || s.Spec.ClusterIP == ip {
 			return true, nil
 		}
