@@ -5,6 +5,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,6 +65,26 @@ func dumpNamespace(t *testing.T, c client.Client, ns string) {
 		for _, ev := range events.Items {
 			t.Logf("event %s %s/%s %s: %s", ev.LastTimestamp.Format("15:04:05"), ev.InvolvedObject.Kind, ev.InvolvedObject.Name, ev.Reason, ev.Message)
 		}
+	}
+	// kok-manager's own account, from the kubelet's log files on this host.
+	logs, _ := filepath.Glob("/var/log/pods/kok-system_kok-manager-*/*/*.log")
+	var lines []string
+	for _, f := range logs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, `"namespace":"`+ns+`"`) || strings.Contains(l, "error") {
+				lines = append(lines, filepath.Base(filepath.Dir(filepath.Dir(f)))+": "+l)
+			}
+		}
+	}
+	if len(lines) > 80 {
+		lines = lines[len(lines)-80:]
+	}
+	for _, l := range lines {
+		t.Log(l)
 	}
 }
 

@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -117,18 +116,8 @@ func TestEtcdCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := "etcd-e2e"
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
-	e := &etcdv1.EtcdCluster{ObjectMeta: metav1.ObjectMeta{Name: "e", Namespace: ns},
-		Spec: etcdv1.EtcdClusterSpec{Replicas: 3, Version: "v3.6.16"}}
-	start := time.Now()
-	if err := c.Create(ctx, e); err != nil {
-		t.Fatal(err)
-	}
-	waitEtcd(t, c, e, 3, 4*time.Minute)
-	t.Logf("3-member cluster ready in %s", time.Since(start).Round(time.Second))
+	e := newEtcd(t, c, "etcd-e2e", "e", 3, "v3.6.16")
+	ns := e.Namespace
 
 	cli := etcdClient(t, c, e)
 	defer cli.Close()
