@@ -8,10 +8,20 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/kubeonkube/kok/internal/etcd"
 	"github.com/kubeonkube/kok/internal/manager"
 )
 
 func main() {
+	// Backup Jobs and restoring members run the same binary.
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case etcd.SnapshotCommand:
+			runSnapshot(os.Args[2:])
+		case etcd.RestoreCommand:
+			runRestore(os.Args[2:])
+		}
+	}
 	var opts manager.Options
 	opts.BindFlags(flag.CommandLine)
 	zapOpts := zap.Options{}

@@ -33,6 +33,9 @@ type Reconciler struct {
 	ImageRegistry string
 	// Domain is the meta cluster's DNS domain.
 	Domain string
+	// ManagerImage is kok-manager's own image (a restored cluster's first
+	// member runs it to restore the snapshot).
+	ManagerImage string
 }
 
 // +kubebuilder:rbac:groups=etcd.kok.dev,resources=etcdclusters,verbs=get;list;watch;update;patch
@@ -74,9 +77,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	logger := log.FromContext(ctx)
 	e := &etcdv1.EtcdCluster{}
 	if err := r.Get(ctx, req.NamespacedName, e); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetClusterMetrics(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if e.DeletionTimestamp != nil {
+		forgetClusterMetrics(e.Namespace, e.Name)
 		return ctrl.Result{}, nil // owned objects go with it (garbage collection)
 	}
 	n := Names{Cluster: e.Name, Namespace: e.Namespace}
@@ -123,7 +130,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if e.Spec.Paused && step.Action != ActNone {
 		step = Step{Action: ActNone, Reason: "paused: " + step.String()}
 	}
-	logger.V(1).Info("plan", "step", step.String())
+	if step.Action == ActNone {
+		logger.V(1).Info("plan", "step", step.String())
+	} else {
+		logger.Info("plan", "step", step.String(), "operation", e.Status.Operation)
+	}
 	stepErr := r.act(ctx, e, n, step, obs, tlsCfg)
 	if stepErr != nil {
 		r.Recorder.Eventf(e, corev1.EventTypeWarning, "StepFailed", "%s: %v", step, stepErr)
@@ -131,6 +142,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.writeStatus(ctx, e, n, obs, members, clusterID, step, stepErr); err != nil {
 		return ctrl.Result{}, err
 	}
+	recordClusterMetrics(e, step, stepErr)
 	if step.Action == ActNone {
 		return ctrl.Result{RequeueAfter: requeueSteady}, nil
 	}
@@ -410,7 +422,7 @@ func (r *Reconciler) createMember(ctx context.Context, e *etcdv1.EtcdCluster, n 
 			return err
 		}
 	}
-	pod := MemberPod(n, e, member, join, PodOptions{Image: r.Image(e.Spec.Version)})
+	pod := MemberPod(n, e, member, join, PodOptions{Image: r.Image(e.Spec.Version), ManagerImage: r.ManagerImage})
 	if err := controllerutil.SetControllerReference(e, pod, r.Scheme()); err != nil {
 		return err
 	}

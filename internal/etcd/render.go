@@ -180,6 +180,8 @@ type Join struct {
 // PodOptions are the cluster-wide settings a member pod needs.
 type PodOptions struct {
 	Image string
+	// ManagerImage runs the restore of a cluster's first member.
+	ManagerImage string
 }
 
 // MemberPod renders one member's pod.
@@ -233,7 +235,7 @@ func MemberPod(n Names, e *etcdv1.EtcdCluster, member string, join Join, o PodOp
 		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 			Path: path, Port: intstr.FromInt32(MetricsPort)}}, PeriodSeconds: period, FailureThreshold: 3}
 	}
-	return &corev1.Pod{
+	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: member, Namespace: n.Namespace, Labels: labels,
 			Annotations: map[string]string{AnnVersion: e.Spec.Version},
@@ -281,4 +283,10 @@ func MemberPod(n Names, e *etcdv1.EtcdCluster, member string, join Join, o PodOp
 			},
 		},
 	}
+	if join.New && e.Spec.Restore != nil {
+		init, vols := restoreInit(n, e, member, join.Token, o.ManagerImage)
+		pod.Spec.InitContainers = append(pod.Spec.InitContainers, init)
+		pod.Spec.Volumes = append(pod.Spec.Volumes, vols...)
+	}
+	return pod
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -50,6 +51,9 @@ type Options struct {
 	WebhookPort int
 	// Namespace is where the manager runs (its webhook Secret lives there).
 	Namespace string
+	// SelfImage is kok-manager's own image, which backup Jobs and restoring
+	// etcd members run; found from the manager's pod when unset.
+	SelfImage string
 }
 
 // BindFlags registers the manager's flags.
@@ -66,6 +70,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		ns = "kok-system"
 	}
 	fs.StringVar(&o.Namespace, "namespace", ns, "namespace the manager runs in (env POD_NAMESPACE)")
+	fs.StringVar(&o.SelfImage, "self-image", "", "kok-manager's own image, for backup Jobs and restores (default: read from the manager's pod, env POD_NAME)")
 	fs.Func("controllers", "comma-separated operators to run (default: all)", func(s string) error {
 		for _, c := range strings.Split(s, ",") {
 			if c = strings.TrimSpace(c); c != "" {
@@ -83,7 +88,14 @@ var Registry = map[string]Setup{
 		return (&cluster.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, MetaDomain: o.ClusterDomain}).SetupWithManager(mgr)
 	},
 	"etcd": func(mgr ctrl.Manager, o Options) error {
-		return (&etcd.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, Domain: o.ClusterDomain}).SetupWithManager(mgr)
+		if err := (&etcd.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, Domain: o.ClusterDomain,
+			ManagerImage: o.SelfImage}).SetupWithManager(mgr); err != nil {
+			return err
+		}
+		if err := (&etcd.BackupReconciler{Client: mgr.GetClient(), ManagerImage: o.SelfImage}).SetupWithManager(mgr); err != nil {
+			return err
+		}
+		return (&etcd.RestoreReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)
 	},
 }
 
@@ -100,11 +112,14 @@ func Scheme() *runtime.Scheme {
 func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	var injector *kokwebhook.CAInjector
 	var whServer webhook.Server
+	direct, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		return nil, err
+	}
+	if o.SelfImage == "" {
+		o.SelfImage = selfImage(direct, o.Namespace)
+	}
 	if o.WebhookPort > 0 {
-		direct, err := client.New(cfg, client.Options{Scheme: Scheme()})
-		if err != nil {
-			return nil, err
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		cert, ca, err := kokwebhook.ServingCertificate(ctx, direct, o.Namespace)
 		cancel()
@@ -167,6 +182,21 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		}
 	}
 	return mgr, nil
+}
+
+// selfImage reads the manager's image from its own pod ("" outside one).
+func selfImage(c client.Client, ns string) string {
+	name := os.Getenv("POD_NAME")
+	if name == "" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var pod corev1.Pod
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &pod); err != nil || len(pod.Spec.Containers) == 0 {
+		return ""
+	}
+	return pod.Spec.Containers[0].Image
 }
 
 func known() []string {

@@ -16,6 +16,7 @@ var SupportedVersions = []string{"v3.5.35", "v3.6.16"}
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.version) || int(self.version.split('.')[1]) <= int(oldSelf.version.split('.')[1]) + 1",message="etcd upgrades go one minor version at a time: upgrade to the next minor first"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.version) || int(self.version.split('.')[1]) != int(oldSelf.version.split('.')[1]) || int(self.version.split('.')[2]) >= int(oldSelf.version.split('.')[2])",message="etcd cannot be downgraded to an older patch release: keep spec.version at the current patch or newer"
 // +kubebuilder:validation:XValidation:rule="oldSelf.storage == self.storage",message="spec.storage is immutable: create a new EtcdCluster (and restore a backup into it) to change storage"
+// +kubebuilder:validation:XValidation:rule="has(oldSelf.restore) == has(self.restore) && (!has(self.restore) || oldSelf.restore == self.restore)",message="spec.restore is immutable: it only says what a new cluster starts from"
 type EtcdClusterSpec struct {
 	// Replicas is the number of voting members: 1, 3, 5 or 7. Scaling adds
 	// members one at a time as learners and never goes below quorum.
@@ -54,6 +55,12 @@ type EtcdClusterSpec struct {
 	// status is still observed.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+
+	// Restore makes a new cluster start from a snapshot: the first member
+	// restores it into its empty volume, the others join as learners. An
+	// EtcdRestore sets it; it has no effect once the cluster exists.
+	// +optional
+	Restore *SnapshotSource `json:"restore,omitempty"`
 }
 
 // EtcdStorage describes a member's data volume.
