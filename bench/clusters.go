@@ -66,13 +66,15 @@ type ClusterResult struct {
 
 func benchClusters(out, kokBin, cacheDir string) {
 	res := &ClusterResult{Benchmark: "cluster operator", Time: time.Now().UTC(), Commit: gitCommit(), Machine: machine()}
-	res.Err = onMetaCluster("clusters", kokBin, cacheDir, func(ctx context.Context, c client.Client) error { return runClusterBench(ctx, res, c) })
+	res.Err = onMetaCluster("clusters", kokBin, cacheDir, func(ctx context.Context, c client.Client, _ *local.Config) error {
+		return runClusterBench(ctx, res, c)
+	})
 	writeClusters(out, res)
 }
 
 // onMetaCluster brings up a fresh meta cluster, runs a benchmark against it
 // and tears it down; it returns the benchmark's error as text ("" if none).
-func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, client.Client) error) string {
+func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, client.Client, *local.Config) error) string {
 	stateDir, _ := os.MkdirTemp("/var/lib", "kok-bench-"+name+"-")
 	defer func() {
 		_ = local.Down(context.Background(), local.DownOptions{StateDir: stateDir, Purge: true, Builder: builder(cacheDir), Out: io.Discard})
@@ -92,7 +94,7 @@ func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, clie
 	if err != nil {
 		return err.Error()
 	}
-	if err := run(context.Background(), c); err != nil {
+	if err := run(context.Background(), c, cfg); err != nil {
 		log.Printf("%s benchmark: %v", name, err)
 		return err.Error()
 	}

@@ -103,7 +103,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	obs := Observed{Cluster: e.Name, Replicas: int(e.Spec.Replicas), Version: e.Spec.Version, Pods: map[string]Pod{},
-		Bootstrapped: bootstrapped}
+		Bootstrapped: bootstrapped, DefragThreshold: 50}
+	if d := e.Spec.Defrag; d != nil {
+		obs.DefragThreshold = int(d.FragmentationThresholdPercent)
+		if d.Schedule != "" {
+			if sched, err := cronParser.Parse(d.Schedule); err == nil {
+				last := e.CreationTimestamp.Time
+				if e.Status.LastDefragTime != nil {
+					last = e.Status.LastDefragTime.Time
+				}
+				obs.DefragDue = !time.Now().Before(sched.Next(last))
+			} else {
+				r.Recorder.Eventf(e, corev1.EventTypeWarning, "InvalidSchedule", "spec.defrag.schedule %q: %v", d.Schedule, err)
+			}
+		}
+	}
 	for _, p := range pods {
 		obs.Pods[p.Name] = observePod(&p)
 	}
@@ -241,6 +255,14 @@ func (r *Reconciler) observeEtcd(ctx context.Context, n Names, pods []corev1.Pod
 	}
 	obs.Reachable = true
 	clusterID := fmt.Sprintf("%x", list.Header.ClusterId)
+	alarms := map[uint64][]string{}
+	actx, cancel := context.WithTimeout(ctx, etcdTimeout)
+	if al, err := cli.AlarmList(actx); err == nil {
+		for _, a := range al.Alarms {
+			alarms[a.MemberID] = append(alarms[a.MemberID], a.Alarm.String())
+		}
+	}
+	cancel()
 	for _, m := range list.Members {
 		name := m.Name
 		if name == "" && len(m.PeerURLs) > 0 {
@@ -256,11 +278,8 @@ func (r *Reconciler) observeEtcd(ctx context.Context, n Names, pods []corev1.Pod
 			st, err := cli.Status(sctx, n.ClientURL(name))
 			cancel()
 			if err == nil {
-				mem.Healthy, mem.RaftIndex = true, st.RaftIndex
+				mem.Healthy, mem.RaftIndex, mem.DBSize, mem.DBInUse = true, st.RaftIndex, st.DbSize, st.DbSizeInUse
 				ms.Healthy, ms.RaftIndex, ms.DBSize, ms.DBSizeInUse, ms.Version = true, st.RaftIndex, st.DbSize, st.DbSizeInUse, "v"+st.Version
-				for _, a := range st.Errors {
-					ms.Alarms = append(ms.Alarms, a)
-				}
 				if st.Leader == m.ID {
 					ms.Role = etcdv1.RoleLeader
 				}
@@ -269,6 +288,7 @@ func (r *Reconciler) observeEtcd(ctx context.Context, n Names, pods []corev1.Pod
 				}
 			}
 		}
+		mem.Alarms, ms.Alarms = alarms[m.ID], alarms[m.ID]
 		obs.Members = append(obs.Members, mem)
 		status[name] = ms
 	}
@@ -344,6 +364,20 @@ func (r *Reconciler) act(ctx context.Context, e *etcdv1.EtcdCluster, n Names, st
 		// (ActCreatePod on the next pass).
 		r.Recorder.Eventf(e, corev1.EventTypeNormal, "Upgrade", "restarting %s at %s", step.Member, e.Spec.Version)
 		return client.IgnoreNotFound(r.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: step.Member, Namespace: n.Namespace}}))
+	case ActRecoverSpace:
+		r.Recorder.Eventf(e, corev1.EventTypeWarning, "NoSpace", "%s reports NOSPACE: compacting, defragmenting every member and disarming the alarm", step.Member)
+		return r.withEtcdTimeout(ctx, n, obs, tlsCfg, maintenanceTimeout, func(ctx context.Context, cli *clientv3.Client) error {
+			return recoverSpace(ctx, cli, n, obs)
+		})
+	case ActDefrag:
+		members := defragOrder(obs.Members, obs.LeaderID)
+		if step.Member != "" {
+			members = []Member{{Name: step.Member}}
+		}
+		r.Recorder.Eventf(e, corev1.EventTypeNormal, "Defragment", "defragmenting %s (%s)", memberNames(members), step.Reason)
+		return r.withEtcdTimeout(ctx, n, obs, tlsCfg, maintenanceTimeout, func(ctx context.Context, cli *clientv3.Client) error {
+			return defragment(ctx, cli, n, members)
+		})
 	case ActMoveLeader:
 		r.Recorder.Eventf(e, corev1.EventTypeNormal, "MoveLeader", "moving leadership off %s before its restart", step.Member)
 		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{n.ClientURL(step.Member)}, TLS: tlsCfg, DialTimeout: etcdTimeout, Logger: zap.NewNop()})
@@ -371,6 +405,10 @@ func (r *Reconciler) joinExisting(n Names, obs Observed, member string) Join {
 }
 
 func (r *Reconciler) withEtcd(ctx context.Context, n Names, obs Observed, tlsCfg *tls.Config, f func(context.Context, *clientv3.Client) error) error {
+	return r.withEtcdTimeout(ctx, n, obs, tlsCfg, etcdTimeout, f)
+}
+
+func (r *Reconciler) withEtcdTimeout(ctx context.Context, n Names, obs Observed, tlsCfg *tls.Config, timeout time.Duration, f func(context.Context, *clientv3.Client) error) error {
 	var endpoints []string
 	for _, m := range obs.Members {
 		if m.Healthy && !m.Learner {
@@ -385,7 +423,7 @@ func (r *Reconciler) withEtcd(ctx context.Context, n Names, obs Observed, tlsCfg
 		return err
 	}
 	defer cli.Close()
-	cctx, cancel := context.WithTimeout(ctx, etcdTimeout)
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return f(cctx, cli)
 }
@@ -568,6 +606,9 @@ func (r *Reconciler) writeStatus(ctx context.Context, e *etcdv1.EtcdCluster, n N
 		}
 	}
 	st.ReadyMembers = ready
+	if stepErr == nil && (step.Action == ActRecoverSpace || (step.Action == ActDefrag && step.Member == "")) {
+		st.LastDefragTime = &metav1.Time{Time: time.Now()}
+	}
 	if lowest != "" {
 		st.Version = lowest
 	}

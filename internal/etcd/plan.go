@@ -31,6 +31,10 @@ type Member struct {
 	RaftIndex uint64
 	// Version is the etcd version the member's pod runs.
 	Version string
+	// DBSize and DBInUse are the backend's size and the part in use.
+	DBSize, DBInUse int64
+	// Alarms the member reports (NOSPACE, CORRUPT).
+	Alarms []string
 }
 
 // Pod is a member pod as the API reports it.
@@ -73,6 +77,11 @@ type Observed struct {
 	// A cluster that was bootstrapped and is unreachable is never
 	// bootstrapped again: that would split it.
 	Bootstrapped bool
+	// DefragThreshold is the unused share of a backend (percent) that
+	// calls for defragmenting it; 0 turns that off.
+	DefragThreshold int
+	// DefragDue: the defragmentation schedule says a round is due.
+	DefragDue bool
 }
 
 // Action is the next step.
@@ -90,7 +99,20 @@ const (
 	ActMoveLeader  Action = "MoveLeader"  // hand leadership away before the leader restarts
 	ActQuorumLost  Action = "QuorumLost"  // too few members; wait for a restore, never wipe
 	ActWaitHealthy Action = "WaitHealthy" // a change is settling
+	// ActRecoverSpace answers a NOSPACE alarm: compact, defragment every
+	// member (followers first), disarm.
+	ActRecoverSpace Action = "RecoverSpace"
+	// ActDefrag defragments one member (Member set) or, for a scheduled
+	// round, every member followers first (Member empty).
+	ActDefrag Action = "Defragment"
 )
+
+// AlarmNoSpace is etcd's alarm for a backend that reached its quota.
+const AlarmNoSpace = "NOSPACE"
+
+// defragMinBytes: smaller backends are not worth defragmenting for
+// fragmentation alone.
+const defragMinBytes = 64 << 20
 
 // Step is Plan's answer.
 type Step struct {
@@ -213,6 +235,13 @@ func Plan(o Observed) Step {
 	if healthyVoters < quorum {
 		return Step{Action: ActQuorumLost, Reason: fmt.Sprintf("%d of %d voting members healthy", healthyVoters, len(voters))}
 	}
+	// A backend at its quota refuses writes (and fails readiness) until
+	// space is reclaimed and the alarm disarmed.
+	for _, m := range o.Members {
+		if slices.Contains(m.Alarms, AlarmNoSpace) {
+			return Step{Action: ActRecoverSpace, Member: m.Name, Reason: "NOSPACE alarm: compacting, defragmenting and disarming"}
+		}
+	}
 	// A learner's pod is never Ready (etcd's /readyz wants linearizable
 	// reads, which learners cannot serve), which keeps it out of the client
 	// Service; its health comes from etcd itself.
@@ -267,7 +296,29 @@ func Plan(o Observed) Step {
 		}
 		return Step{Action: ActUpgrade, Member: m.Name, ID: m.ID, Reason: fmt.Sprintf("upgrading %s → %s", o.Pods[m.Name].Version, o.Version)}
 	}
+
+	// 9. Maintenance, when nothing else is going on: a scheduled round, or
+	// a member whose backend is mostly unused space; followers first.
+	if o.DefragDue {
+		return Step{Action: ActDefrag, Reason: "scheduled defragmentation"}
+	}
+	if o.DefragThreshold > 0 {
+		for _, m := range defragOrder(voters, o.LeaderID) {
+			if m.DBSize >= defragMinBytes && (m.DBSize-m.DBInUse)*100 >= int64(o.DefragThreshold)*m.DBSize {
+				return Step{Action: ActDefrag, Member: m.Name, ID: m.ID,
+					Reason: fmt.Sprintf("%d%% of %d MiB unused", (m.DBSize-m.DBInUse)*100/m.DBSize, m.DBSize>>20)}
+			}
+		}
+	}
 	return Step{Action: ActNone}
+}
+
+// defragOrder lists members followers first, the leader last: defragmenting
+// blocks a member's reads and writes for a while.
+func defragOrder(ms []Member, leader uint64) []Member {
+	out := slices.Clone(ms)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].ID != leader && out[j].ID == leader })
+	return out
 }
 
 // finishJournal decides what a journaled change still needs. done means the

@@ -91,6 +91,8 @@ type AutoCompaction struct {
 }
 
 // DefragPolicy configures defragmentation, followers first then the leader.
+// Without one, a member is defragmented when half of a backend of 64 MiB or
+// more is unused.
 type DefragPolicy struct {
 	// Schedule is a cron expression for routine defragmentation.
 	// +optional
@@ -189,6 +191,10 @@ type EtcdClusterStatus struct {
 	// Operation is the membership change in flight, if any.
 	// +optional
 	Operation *MembershipOperation `json:"operation,omitempty"`
+	// LastDefragTime is when the last full defragmentation round (scheduled
+	// or after a NOSPACE alarm) finished.
+	// +optional
+	LastDefragTime *metav1.Time `json:"lastDefragTime,omitempty"`
 	// ClientEndpoint is the URL clients use (the client Service).
 	// +optional
 	ClientEndpoint string `json:"clientEndpoint,omitempty"`
