@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -45,6 +46,9 @@ type Reconciler struct {
 	// Bootstrap keeps the business cluster's bootstrap objects; nil uses
 	// EnsureBootstrapObjects through the admin kubeconfig.
 	Bootstrap func(ctx context.Context, kubeconfig []byte, server string, caPEM []byte) error
+	// tenants remembers the etcd users already ensured (cluster UID,
+	// EtcdCluster UID), so a shared etcd is not asked again each pass.
+	tenants sync.Map
 }
 
 // +kubebuilder:rbac:groups=cluster.kok.dev,resources=kubeclusters,verbs=get;list;watch;update;patch
@@ -189,7 +193,7 @@ func (r *Reconciler) ensureEtcd(ctx context.Context, kc *clusterv1.KubeCluster, 
 			key.Namespace = kc.Namespace
 		}
 		// A shared etcd keeps each cluster under its own prefix.
-		st.etcdPrefix = fmt.Sprintf("/kok/%s/%s/registry", kc.Namespace, kc.Name)
+		st.etcdPrefix = SharedEtcdPrefix(kc) + "/registry"
 	} else {
 		key = client.ObjectKey{Namespace: kc.Namespace, Name: n.ManagedEtcd()}
 		st.etcdPrefix = "/registry"
@@ -250,7 +254,40 @@ func (r *Reconciler) ensureEtcd(ctx context.Context, kc *clusterv1.KubeCluster, 
 	default:
 		setCondition(kc, clusterv1.ConditionEtcdReady, true, "Available", fmt.Sprintf("EtcdCluster %s %s serves %d members", key, ec.Status.Version, ec.Status.ReadyMembers))
 	}
+	if kc.Spec.Etcd.Ref != nil && ec.Spec.EnableAuth && st.etcdReady && apply {
+		if err := r.ensureTenant(ctx, kc, n, ec); err != nil {
+			st.etcdReady = false
+			setCondition(kc, clusterv1.ConditionEtcdReady, false, "TenantUser", fmt.Sprintf("etcd user of this cluster in %s: %v", key, err))
+			return err
+		}
+	}
 	return nil
+}
+
+// ensureTenant gives the cluster's apiserver an etcd user (its client
+// certificate's CN) confined to the cluster's prefix in a shared etcd.
+func (r *Reconciler) ensureTenant(ctx context.Context, kc *clusterv1.KubeCluster, n Names, ec *etcdv1.EtcdCluster) error {
+	key := string(kc.UID) + "/" + string(ec.UID)
+	if _, done := r.tenants.Load(key); done {
+		return nil
+	}
+	cli, err := etcd.RootClient(ctx, r, ec)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := etcd.EnsureTenant(tctx, cli, EtcdUser(n), SharedEtcdPrefix(kc)+"/"); err != nil {
+		return err
+	}
+	r.tenants.Store(key, true)
+	return nil
+}
+
+// SharedEtcdPrefix is where a cluster on a shared etcd keeps its keys.
+func SharedEtcdPrefix(kc *clusterv1.KubeCluster) string {
+	return fmt.Sprintf("/kok/%s/%s", kc.Namespace, kc.Name)
 }
 
 // managedEtcdVersion picks the version of a managed EtcdCluster: the
@@ -524,7 +561,7 @@ func (r *Reconciler) ensureControlPlane(ctx context.Context, kc *clusterv1.KubeC
 
 func (r *Reconciler) render(component string, kc *clusterv1.KubeCluster, n Names, st *state, catalog *clusterv1.KubernetesVersionSpec) *appsv1.Deployment {
 	in := RenderInput{Names: n, Spec: &kc.Spec, Catalog: catalog, Registry: r.ImageRegistry,
-		EtcdServers: st.etcdServers, EtcdPrefix: st.etcdPrefix, ServiceIP: st.serviceIP}
+		EtcdServers: st.etcdServers, EtcdPrefix: st.etcdPrefix, ServiceIP: st.serviceIP, SharedEtcd: kc.Spec.Etcd.Ref != nil}
 	hash := func(names ...string) string {
 		var data []SecretData
 		for _, s := range names {

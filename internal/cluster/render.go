@@ -44,6 +44,9 @@ type RenderInput struct {
 	ConfigHash string
 	// EtcdServers, EtcdPrefix and ServiceIP are the apiserver's.
 	EtcdServers, EtcdPrefix, ServiceIP string
+	// SharedEtcd: other clusters use the same etcd, so this apiserver
+	// leaves compaction (which spans every prefix) to etcd.
+	SharedEtcd bool
 }
 
 // Image resolves a catalog image against the registry: references that
@@ -123,6 +126,9 @@ func APIServerDeployment(in RenderInput) *appsv1.Deployment {
 	}
 	if svcNet == nil {
 		delete(base, "service-cluster-ip-range")
+	}
+	if in.SharedEtcd {
+		base["etcd-compaction-interval"] = "0"
 	}
 	if in.ServiceIP == "" {
 		delete(base, "advertise-address")

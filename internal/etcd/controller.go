@@ -103,7 +103,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	obs := Observed{Cluster: e.Name, Replicas: int(e.Spec.Replicas), Version: e.Spec.Version, Pods: map[string]Pod{},
-		Bootstrapped: bootstrapped, DefragThreshold: 50}
+		Bootstrapped: bootstrapped, DefragThreshold: 50, AuthWanted: e.Spec.EnableAuth}
 	if d := e.Spec.Defrag; d != nil {
 		obs.DefragThreshold = int(d.FragmentationThresholdPercent)
 		if d.Schedule != "" {
@@ -262,6 +262,11 @@ func (r *Reconciler) observeEtcd(ctx context.Context, n Names, pods []corev1.Pod
 			alarms[a.MemberID] = append(alarms[a.MemberID], a.Alarm.String())
 		}
 	}
+	if as, err := cli.AuthStatus(actx); err == nil {
+		obs.AuthEnabled = as.Enabled
+	} else {
+		obs.AuthEnabled = obs.AuthWanted // unknown: change nothing
+	}
 	cancel()
 	for _, m := range list.Members {
 		name := m.Name
@@ -377,6 +382,15 @@ func (r *Reconciler) act(ctx context.Context, e *etcdv1.EtcdCluster, n Names, st
 		r.Recorder.Eventf(e, corev1.EventTypeNormal, "Defragment", "defragmenting %s (%s)", memberNames(members), step.Reason)
 		return r.withEtcdTimeout(ctx, n, obs, tlsCfg, maintenanceTimeout, func(ctx context.Context, cli *clientv3.Client) error {
 			return defragment(ctx, cli, n, members)
+		})
+	case ActEnableAuth:
+		r.Recorder.Event(e, corev1.EventTypeNormal, "EnableAuth", "turning on etcd authentication (root user for kok, a prefix-confined user per business cluster)")
+		return r.withEtcd(ctx, n, obs, tlsCfg, enableAuth)
+	case ActDisableAuth:
+		r.Recorder.Event(e, corev1.EventTypeNormal, "DisableAuth", "turning off etcd authentication")
+		return r.withEtcd(ctx, n, obs, tlsCfg, func(ctx context.Context, cli *clientv3.Client) error {
+			_, err := cli.AuthDisable(ctx)
+			return err
 		})
 	case ActMoveLeader:
 		r.Recorder.Eventf(e, corev1.EventTypeNormal, "MoveLeader", "moving leadership off %s before its restart", step.Member)
@@ -606,6 +620,12 @@ func (r *Reconciler) writeStatus(ctx context.Context, e *etcdv1.EtcdCluster, n N
 		}
 	}
 	st.ReadyMembers = ready
+	if obs.Reachable {
+		st.AuthEnabled = obs.AuthEnabled
+	}
+	if stepErr == nil && (step.Action == ActEnableAuth || step.Action == ActDisableAuth) {
+		st.AuthEnabled = step.Action == ActEnableAuth
+	}
 	if stepErr == nil && (step.Action == ActRecoverSpace || (step.Action == ActDefrag && step.Member == "")) {
 		st.LastDefragTime = &metav1.Time{Time: time.Now()}
 	}

@@ -82,6 +82,8 @@ type Observed struct {
 	DefragThreshold int
 	// DefragDue: the defragmentation schedule says a round is due.
 	DefragDue bool
+	// AuthWanted is spec.enableAuth; AuthEnabled is what etcd says.
+	AuthWanted, AuthEnabled bool
 }
 
 // Action is the next step.
@@ -105,6 +107,9 @@ const (
 	// ActDefrag defragments one member (Member set) or, for a scheduled
 	// round, every member followers first (Member empty).
 	ActDefrag Action = "Defragment"
+	// ActEnableAuth and ActDisableAuth switch etcd authentication.
+	ActEnableAuth  Action = "EnableAuth"
+	ActDisableAuth Action = "DisableAuth"
 )
 
 // AlarmNoSpace is etcd's alarm for a backend that reached its quota.
@@ -297,7 +302,15 @@ func Plan(o Observed) Step {
 		return Step{Action: ActUpgrade, Member: m.Name, ID: m.ID, Reason: fmt.Sprintf("upgrading %s → %s", o.Pods[m.Name].Version, o.Version)}
 	}
 
-	// 9. Maintenance, when nothing else is going on: a scheduled round, or
+	// 9. Authentication, once the cluster is whole.
+	if o.AuthWanted != o.AuthEnabled {
+		if o.AuthWanted {
+			return Step{Action: ActEnableAuth, Reason: "spec.enableAuth"}
+		}
+		return Step{Action: ActDisableAuth, Reason: "spec.enableAuth is off"}
+	}
+
+	// 10. Maintenance, when nothing else is going on: a scheduled round, or
 	// a member whose backend is mostly unused space; followers first.
 	if o.DefragDue {
 		return Step{Action: ActDefrag, Reason: "scheduled defragmentation"}

@@ -224,9 +224,14 @@ func MemberPod(n Names, e *etcdv1.EtcdCluster, member string, join Join, o PodOp
 	if q := e.Spec.QuotaBackendBytes; q != nil {
 		args = append(args, fmt.Sprintf("--quota-backend-bytes=%d", q.Value()))
 	}
-	if ac := e.Spec.AutoCompaction; ac != nil {
-		args = append(args, "--auto-compaction-mode="+ac.Mode, "--auto-compaction-retention="+ac.Retention)
+	// Kubernetes compacts its own etcd every 5 minutes, but business
+	// clusters that share one (or whose users may not compact) rely on
+	// etcd doing it.
+	ac := etcdv1.AutoCompaction{Mode: "periodic", Retention: "5m"}
+	if e.Spec.AutoCompaction != nil {
+		ac = *e.Spec.AutoCompaction
 	}
+	args = append(args, "--auto-compaction-mode="+ac.Mode, "--auto-compaction-retention="+ac.Retention)
 	data := corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: n.PVC(member)}}
 	if e.Spec.Storage.EmptyDir {
 		data = corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -27,6 +28,7 @@ import (
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/clusterctl"
+	"github.com/kubeonkube/kok/internal/etcd"
 	"github.com/kubeonkube/kok/internal/kube"
 	"github.com/kubeonkube/kok/internal/local"
 	"github.com/kubeonkube/kok/internal/manager"
@@ -491,7 +493,7 @@ func TestKubeClusterSharedEtcd(t *testing.T) {
 		}
 	}
 	e := &etcdv1.EtcdCluster{ObjectMeta: metav1.ObjectMeta{Name: "shared", Namespace: etcdNS},
-		Spec: etcdv1.EtcdClusterSpec{Replicas: 1, Version: "v3.6.16"}}
+		Spec: etcdv1.EtcdClusterSpec{Replicas: 1, Version: "v3.6.16", EnableAuth: true}}
 	if err := c.Create(ctx, e); err != nil {
 		t.Fatal(err)
 	}
@@ -517,6 +519,34 @@ func TestKubeClusterSharedEtcd(t *testing.T) {
 	if _, err := b.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
 	}
+
+	// etcd itself confines each apiserver to its prefix: tenant-a's
+	// certificate reads tenant-a's keys and is refused tenant-b's.
+	if err := c.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil || !e.Status.AuthEnabled {
+		t.Fatalf("shared EtcdCluster: auth enabled %v (%v)", e.Status.AuthEnabled, err)
+	}
+	var sec corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: tenants[0], Name: cluster.Names{Cluster: tenants[0], Namespace: tenants[0]}.EtcdClientSecret()}, &sec); err != nil {
+		t.Fatal(err)
+	}
+	tlsA, err := etcd.ClientTLS(etcd.SecretData{"tls.crt": sec.Data[cluster.KeyCert], "tls.key": sec.Data[cluster.KeyKey], "ca.crt": sec.Data[cluster.KeyCA]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asA := etcdClientAs(t, c, e, tlsA)
+	defer asA.Close()
+	own, err := asA.Get(ctx, cluster.SharedEtcdPrefix(clusters[0])+"/registry/namespaces/only-in-a")
+	if err != nil || len(own.Kvs) != 1 {
+		t.Fatalf("tenant-a reading its own namespace from etcd: %v (%d keys)", err, len(own.Kvs))
+	}
+	if _, err := asA.Get(ctx, cluster.SharedEtcdPrefix(clusters[1])+"/", clientv3.WithPrefix()); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("tenant-a's etcd user read tenant-b's prefix (err %v)", err)
+	}
+	if _, err := asA.Put(ctx, "/outside", "x"); err == nil {
+		t.Fatal("tenant-a's etcd user wrote outside its prefix")
+	}
+	t.Logf("etcd user %s: own prefix readable, tenant-b's refused", cluster.EtcdUser(cluster.Names{Cluster: tenants[0], Namespace: tenants[0]}))
+
 	for _, kc := range clusters {
 		mustKok(t, shared.stateDir, "delete", "cluster", kc.Name, "-n", kc.Namespace)
 	}

@@ -249,6 +249,12 @@ func etcdTLS(t *testing.T, c client.Client, e *etcdv1.EtcdCluster) *tls.Config {
 // verifies the server against the endpoint's host name.)
 func dialEtcd(t *testing.T, c client.Client, e *etcdv1.EtcdCluster, endpoints []string, addrs map[string]string) *clientv3.Client {
 	t.Helper()
+	return dialEtcdAs(t, etcdTLS(t, c, e), endpoints, addrs)
+}
+
+// dialEtcdAs is dialEtcd with a given client certificate.
+func dialEtcdAs(t *testing.T, tlsCfg *tls.Config, endpoints []string, addrs map[string]string) *clientv3.Client {
+	t.Helper()
 	dial := grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -259,7 +265,7 @@ func dialEtcd(t *testing.T, c client.Client, e *etcdv1.EtcdCluster, endpoints []
 		}
 		return (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort(host, port))
 	})
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: etcdTLS(t, c, e), DialTimeout: 5 * time.Second,
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsCfg, DialTimeout: 5 * time.Second,
 		DialOptions: []grpc.DialOption{dial}, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -267,8 +273,15 @@ func dialEtcd(t *testing.T, c client.Client, e *etcdv1.EtcdCluster, endpoints []
 	return cli
 }
 
-// etcdClient reaches the cluster through its client Service.
+// etcdClient reaches the cluster through its client Service as root.
 func etcdClient(t *testing.T, c client.Client, e *etcdv1.EtcdCluster) *clientv3.Client {
+	t.Helper()
+	return etcdClientAs(t, c, e, etcdTLS(t, c, e))
+}
+
+// etcdClientAs reaches the cluster through its client Service with a
+// given client certificate.
+func etcdClientAs(t *testing.T, c client.Client, e *etcdv1.EtcdCluster, tlsCfg *tls.Config) *clientv3.Client {
 	t.Helper()
 	n := etcd.Names{Cluster: e.Name, Namespace: e.Namespace}
 	var svc corev1.Service
@@ -276,7 +289,7 @@ func etcdClient(t *testing.T, c client.Client, e *etcdv1.EtcdCluster) *clientv3.
 		t.Fatal(err)
 	}
 	host := n.ClientService() + "." + e.Namespace + ".svc"
-	return dialEtcd(t, c, e, []string{n.ClientEndpoint()}, map[string]string{host: svc.Spec.ClusterIP})
+	return dialEtcdAs(t, tlsCfg, []string{n.ClientEndpoint()}, map[string]string{host: svc.Spec.ClusterIP})
 }
 
 // checkHashKV compares every member's key-value hash at one revision.

@@ -39,7 +39,8 @@ type EtcdClusterSpec struct {
 	// +optional
 	QuotaBackendBytes *resource.Quantity `json:"quotaBackendBytes,omitempty"`
 
-	// AutoCompaction keeps history bounded.
+	// AutoCompaction keeps history bounded; periodic, 5m (Kubernetes'
+	// own compaction interval) when unset.
 	// +optional
 	AutoCompaction *AutoCompaction `json:"autoCompaction,omitempty"`
 
@@ -55,6 +56,13 @@ type EtcdClusterSpec struct {
 	// status is still observed.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+
+	// EnableAuth turns on etcd authentication: every client is the user its
+	// certificate's common name names. The operator keeps a root user for
+	// itself; each business cluster sharing this EtcdCluster gets a user
+	// whose role reaches only its own key prefix.
+	// +optional
+	EnableAuth bool `json:"enableAuth,omitempty"`
 
 	// Restore makes a new cluster start from a snapshot: the first member
 	// restores it into its empty volume, the others join as learners. An
@@ -191,6 +199,9 @@ type EtcdClusterStatus struct {
 	// Operation is the membership change in flight, if any.
 	// +optional
 	Operation *MembershipOperation `json:"operation,omitempty"`
+	// AuthEnabled: etcd authentication is on.
+	// +optional
+	AuthEnabled bool `json:"authEnabled,omitempty"`
 	// LastDefragTime is when the last full defragmentation round (scheduled
 	// or after a NOSPACE alarm) finished.
 	// +optional
