@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
@@ -130,5 +131,29 @@ func TestEtcdNoSpace(t *testing.T) {
 			}
 			return fmt.Errorf("no running kok-manager pod")
 		})
+	})
+
+	t.Run("scheduled defragmentation", func(t *testing.T) {
+		last := e.Status.LastDefragTime.Time
+		patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"defrag":{"schedule":"@every 10s"}}}`))
+		if err := c.Patch(ctx, e, patch); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 2*time.Minute, "a scheduled round after the last one", func() error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
+				return err
+			}
+			if !e.Status.LastDefragTime.After(last) {
+				return fmt.Errorf("last round %s", e.Status.LastDefragTime)
+			}
+			return nil
+		})
+		t.Logf("scheduled defragmentation round at %s", e.Status.LastDefragTime.Format(time.TimeOnly))
+		// Writes keep working across it.
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := cli.Put(pctx, "/after-defrag", "ok"); err != nil {
+			t.Fatal(err)
+		}
 	})
 }

@@ -73,7 +73,7 @@ type s3Store struct {
 func (s *s3Store) key(name string) string { return s.prefix + name }
 
 func (s *s3Store) Put(ctx context.Context, name, src string) error {
-	_, err := s.c.FPutObject(ctx, s.bucket, s.key(name), src, minio.PutObjectOptions{ContentType: "application/octet-stream"})
+	_, err := s.c.FPutObject(ctx, s.bucket, s.key(name), src, minio.PutObjectOptions{ContentType: "application/octet-stream", DisableContentSha256: true, SendContentMd5: true})
 	return err
 }
 
