@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
@@ -92,7 +93,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	bootstrapped := meta.FindStatusCondition(e.Status.Conditions, etcdv1.ConditionAvailable) != nil || e.Status.ClusterID != ""
+	// A cluster is bootstrapped once a member answered (a first member that
+	// takes long to start, e.g. restoring a snapshot, is still "Creating").
+	bootstrapped := e.Status.ClusterID != "" || meta.IsStatusConditionTrue(e.Status.Conditions, etcdv1.ConditionAvailable)
 	certs, err := r.ensureBase(ctx, e, n, !bootstrapped && len(pods) == 0)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -151,7 +154,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	stepErr := r.act(ctx, e, n, step, obs, tlsCfg)
 	if stepErr != nil {
-		r.Recorder.Eventf(e, corev1.EventTypeWarning, "StepFailed", "%s: %v", step, stepErr)
+		if expectedRefusal(stepErr) {
+			// etcd turns membership changes away for a few seconds after
+			// the last one; the step is retried. An event per retry would
+			// crowd out the ones that matter (events are rate-limited
+			// per object).
+			logger.Info("step deferred", "step", step.String(), "reason", stepErr.Error())
+		} else {
+			r.Recorder.Eventf(e, corev1.EventTypeWarning, "StepFailed", "%s: %v", step, stepErr)
+		}
 	}
 	if err := r.writeStatus(ctx, e, n, obs, members, clusterID, step, stepErr); err != nil {
 		return ctrl.Result{}, err
@@ -670,6 +681,14 @@ func (r *Reconciler) writeStatus(ctx context.Context, e *etcdv1.EtcdCluster, n N
 		st.Phase = "Unavailable"
 	}
 	return r.Status().Patch(ctx, e, patch)
+}
+
+// expectedRefusal: etcd declined a membership change it will accept once the
+// cluster has settled (a member connected for too short a time, a learner
+// not yet in sync).
+func expectedRefusal(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, rpctypes.ErrUnhealthy.Error()) || strings.Contains(msg, rpctypes.ErrMemberLearnerNotReady.Error())
 }
 
 func boolReason(b bool, yes, no string) string {

@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -157,8 +158,22 @@ func (r *RestoreReconciler) reconcile(ctx context.Context, rs *etcdv1.EtcdRestor
 	}
 	st.Phase = "Restoring"
 
-	// 3. Wait for every member.
+	// 3. Wait for every member; say so when the first member's restore
+	// fails (a bad snapshot is final, a store that is down may recover).
 	if !meta.IsStatusConditionTrue(e.Status.Conditions, etcdv1.ConditionAvailable) || e.Status.Phase != "Running" || e.Status.ReadyMembers != e.Spec.Replicas {
+		var pod corev1.Pod
+		if err := r.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: MemberName(e.Name, 0)}, &pod); err == nil {
+			for _, cs := range pod.Status.InitContainerStatuses {
+				if t := cs.LastTerminationState.Terminated; t != nil && t.ExitCode != 0 {
+					if strings.Contains(t.Message, "refusing to restore") {
+						r.fail(rs, "SnapshotCorrupt", t.Message)
+						return ctrl.Result{}, nil
+					}
+					meta.SetStatusCondition(&rs.Status.Conditions, metav1.Condition{Type: etcdv1.ConditionSucceeded, Status: metav1.ConditionUnknown,
+						Reason: "RestoreRetrying", Message: fmt.Sprintf("restore attempt %d failed: %s", cs.RestartCount, t.Message), ObservedGeneration: rs.Generation})
+				}
+			}
+		}
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 

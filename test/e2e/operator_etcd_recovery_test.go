@@ -67,7 +67,10 @@ func dumpNamespace(t *testing.T, c client.Client, ns string) {
 		}
 	}
 	// kok-manager's own account, from the kubelet's log files on this host.
-	logs, _ := filepath.Glob("/var/log/pods/kok-system_kok-manager-*/*/*.log")
+	var logs []string
+	if shared.cfg != nil {
+		logs, _ = filepath.Glob(filepath.Join(shared.cfg.KubeletDir(), "pod-logs", "kok-system_kok-manager-*", "*", "*.log"))
+	}
 	var lines []string
 	for _, f := range logs {
 		b, err := os.ReadFile(f)
