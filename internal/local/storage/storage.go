@@ -18,6 +18,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 )
@@ -51,11 +52,19 @@ func StorageClass() *storagev1.StorageClass {
 	}
 }
 
-// Run reconciles every interval until ctx ends.
+// Run reconciles at once when a claim or volume changes, and every interval
+// in any case, until ctx ends.
 func (p *Provisioner) Run(ctx context.Context, interval time.Duration) error {
 	if err := os.MkdirAll(p.Dir, 0o755); err != nil {
 		return err
 	}
+	kick := make(chan struct{}, 1)
+	go p.watch(ctx, kick, func(ctx context.Context) (watch.Interface, error) {
+		return p.Client.CoreV1().PersistentVolumeClaims("").Watch(ctx, metav1.ListOptions{})
+	})
+	go p.watch(ctx, kick, func(ctx context.Context) (watch.Interface, error) {
+		return p.Client.CoreV1().PersistentVolumes().Watch(ctx, metav1.ListOptions{})
+	})
 	for {
 		if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
 			p.Log.Printf("sync: %v", err)
@@ -63,8 +72,32 @@ func (p *Provisioner) Run(ctx context.Context, interval time.Duration) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-kick:
 		case <-time.After(interval):
 		}
+	}
+}
+
+// watch signals kick on every change it sees, reopening the watch when it
+// ends; the periodic pass covers whatever a broken watch missed.
+func (p *Provisioner) watch(ctx context.Context, kick chan<- struct{}, open func(context.Context) (watch.Interface, error)) {
+	for ctx.Err() == nil {
+		w, err := open(ctx)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for range w.ResultChan() {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		}
+		w.Stop()
 	}
 }
 
