@@ -23,7 +23,10 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -46,6 +49,9 @@ type Reconciler struct {
 	// Bootstrap keeps the business cluster's bootstrap objects; nil uses
 	// EnsureBootstrapObjects through the admin kubeconfig.
 	Bootstrap func(ctx context.Context, kubeconfig []byte, server string, caPEM []byte) error
+	// bootstrapped remembers, per cluster, when and from what the
+	// bootstrap objects were last applied.
+	bootstrapped sync.Map
 	// tenants remembers the etcd users already ensured (cluster UID,
 	// EtcdCluster UID), so a shared etcd is not asked again each pass.
 	tenants sync.Map
@@ -73,11 +79,29 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.Secret{}).
-		Owns(&etcdv1.EtcdCluster{}).
+		Owns(&etcdv1.EtcdCluster{}, builder.WithPredicates(etcdSummaryChanged)).
 		Watches(&clusterv1.KubernetesVersion{}, handler.EnqueueRequestsFromMapFunc(r.clustersOfVersion)).
-		Watches(&etcdv1.EtcdCluster{}, handler.EnqueueRequestsFromMapFunc(r.clustersOfSharedEtcd)).
+		Watches(&etcdv1.EtcdCluster{}, handler.EnqueueRequestsFromMapFunc(r.clustersOfSharedEtcd), builder.WithPredicates(etcdSummaryChanged)).
 		Complete(r)
 }
+
+// etcdSummaryChanged passes the EtcdCluster updates a KubeCluster acts on.
+// Raft indexes and database sizes change with every write; reacting to
+// them would reconcile every business cluster after each of its own writes.
+var etcdSummaryChanged = predicate.Funcs{UpdateFunc: func(ev event.UpdateEvent) bool {
+	o, ok1 := ev.ObjectOld.(*etcdv1.EtcdCluster)
+	n, ok2 := ev.ObjectNew.(*etcdv1.EtcdCluster)
+	if !ok1 || !ok2 {
+		return true
+	}
+	available := func(e *etcdv1.EtcdCluster) bool {
+		return meta.IsStatusConditionTrue(e.Status.Conditions, etcdv1.ConditionAvailable)
+	}
+	return o.Generation != n.Generation || !o.DeletionTimestamp.Equal(n.DeletionTimestamp) ||
+		o.Status.Phase != n.Status.Phase || o.Status.ReadyMembers != n.Status.ReadyMembers ||
+		o.Status.Version != n.Status.Version || o.Status.ClientEndpoint != n.Status.ClientEndpoint ||
+		o.Status.AuthEnabled != n.Status.AuthEnabled || available(o) != available(n)
+}}
 
 const (
 	requeueBusy   = 2 * time.Second
@@ -625,7 +649,30 @@ func (r *Reconciler) ensureBootstrap(ctx context.Context, kc *clusterv1.KubeClus
 	if bootstrap == nil {
 		bootstrap = bootstrapThroughKubeconfig
 	}
-	return bootstrap(ctx, st.secrets[n.AdminKubeconfig()].Data[KeyKubeconfig], kc.Status.Endpoint, st.secrets[n.CASecret()].Data[KeyCA])
+	kubeconfig, caPEM := st.secrets[n.AdminKubeconfig()].Data[KeyKubeconfig], st.secrets[n.CASecret()].Data[KeyCA]
+	// Applied again only when what they say changes, or every
+	// bootstrapRefresh (objects deleted inside the business cluster come
+	// back then): not a connection to every business cluster each pass.
+	inputs := HashSecrets(SecretData{"kubeconfig": kubeconfig, "server": []byte(kc.Status.Endpoint), "ca": caPEM})
+	if v, ok := r.bootstrapped.Load(kc.UID); ok {
+		if b := v.(bootstrapRecord); b.inputs == inputs && time.Since(b.at) < bootstrapRefresh {
+			return nil
+		}
+	}
+	if err := bootstrap(ctx, kubeconfig, kc.Status.Endpoint, caPEM); err != nil {
+		return err
+	}
+	r.bootstrapped.Store(kc.UID, bootstrapRecord{inputs: inputs, at: time.Now()})
+	return nil
+}
+
+// bootstrapRefresh is how often the bootstrap objects of an unchanged
+// cluster are applied again.
+const bootstrapRefresh = 10 * time.Minute
+
+type bootstrapRecord struct {
+	inputs string
+	at     time.Time
 }
 
 func bootstrapThroughKubeconfig(ctx context.Context, kubeconfig []byte, server string, caPEM []byte) error {

@@ -184,14 +184,19 @@ func TestReconcileOrder(t *testing.T) {
 		t.Fatal("bootstrap objects were not ensured")
 	}
 	apiGen := api.Generation
+	bootstrapsBefore := bootstraps.Load()
 
-	// A reconcile of an unchanged cluster changes no Deployment.
+	// A reconcile of an unchanged cluster changes no Deployment and does not
+	// reach into the business cluster again.
 	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"poke":"1"}}}`))); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
 	if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil || api.Generation != apiGen {
 		t.Fatalf("an idle reconcile changed the apiserver Deployment (generation %d → %d, %v)", apiGen, api.Generation, err)
+	}
+	if n := bootstraps.Load(); n != bootstrapsBefore {
+		t.Fatalf("an idle reconcile applied the bootstrap objects again (%d → %d)", bootstrapsBefore, n)
 	}
 
 	// Upgrade: apiservers first; the others wait until every apiserver runs it.
