@@ -35,7 +35,7 @@ type BackupReconciler struct {
 
 // +kubebuilder:rbac:groups=etcd.kok.dev,resources=etcdbackups,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=etcd.kok.dev,resources=etcdbackups/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;patch;delete
 
 // SetupWithManager registers the controller.
 func (r *BackupReconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -97,7 +97,17 @@ func (r *BackupReconciler) reconcile(ctx context.Context, b *etcdv1.EtcdBackup) 
 			return ctrl.Result{}, err
 		}
 		for _, j := range jobs.Items {
-			if metav1.IsControlledBy(&j, b) && j.DeletionTimestamp == nil && j.Name > st.Active {
+			if !metav1.IsControlledBy(&j, b) || j.DeletionTimestamp != nil {
+				continue
+			}
+			if j.Annotations[annRecorded] != "" {
+				// Its result is in status: the Job can go.
+				if err := r.Delete(ctx, &j, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+					return ctrl.Result{}, err
+				}
+				continue
+			}
+			if j.Name > st.Active {
 				st.Active = j.Name
 			}
 		}
@@ -197,11 +207,16 @@ func (r *BackupReconciler) collect(ctx context.Context, b *etcdv1.EtcdBackup) (b
 	}
 	if err != nil {
 		if apierrors.IsNotFound(err) {
-			r.setCondition(b, metav1.ConditionFalse, "JobLost", fmt.Sprintf("Job %s disappeared before it finished", st.Active))
-			st.Active, st.Phase = "", "Failed"
+			// Only Jobs whose result was recorded are deleted: this one's
+			// is in status already (a stale read of it named it active).
+			st.Active = ""
 			return true, nil
 		}
 		return false, err
+	}
+	if j.Annotations[annRecorded] != "" {
+		st.Active = ""
+		return true, nil
 	}
 	finished := ""
 	for _, c := range j.Status.Conditions {
@@ -256,12 +271,22 @@ func (r *BackupReconciler) collect(ctx context.Context, b *etcdv1.EtcdBackup) (b
 		r.Recorder.Eventf(b, corev1.EventTypeWarning, "SnapshotFailed", "Job %s: %s", j.Name, msg)
 	}
 	st.Active = ""
-	// The record is in status; the Job and its pods can go.
-	if err := r.Delete(ctx, &j, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
+	// The Job is marked once its result is in status (it is deleted on a
+	// later pass): a pass that reads an older status finds the mark and
+	// records nothing twice.
+	patch := client.MergeFrom(j.DeepCopy())
+	if j.Annotations == nil {
+		j.Annotations = map[string]string{}
+	}
+	j.Annotations[annRecorded] = "true"
+	if err := r.Patch(ctx, &j, patch); err != nil && !apierrors.IsNotFound(err) {
 		return true, err
 	}
 	return true, nil
 }
+
+// annRecorded marks a backup Job whose outcome is in the EtcdBackup's status.
+const annRecorded = "etcd.kok.dev/recorded"
 
 func (r *BackupReconciler) setCondition(b *etcdv1.EtcdBackup, s metav1.ConditionStatus, reason, msg string) {
 	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{Type: etcdv1.ConditionSucceeded, Status: s,
