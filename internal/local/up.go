@@ -314,6 +314,11 @@ func startSupervisor(self string, c Config) error {
 		return err
 	}
 	defer logf.Close()
+	// A status file left by a supervisor that died describes processes
+	// that are gone; waiting on it would see them "ready".
+	if err := os.Remove(supervisor.StatusFile(c.PidDir())); err != nil && !os.IsNotExist(err) {
+		return err
+	}
 	cmd := exec.Command(self, "supervise", "--state-dir", c.StateDir, "--cache-dir", c.CacheDir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
