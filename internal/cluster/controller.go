@@ -21,13 +21,13 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
@@ -517,22 +517,12 @@ func (r *Reconciler) ensureControlPlane(ctx context.Context, kc *clusterv1.KubeC
 	if kc.Spec.Paused {
 		plan.Waiting = "paused"
 	}
-	// The apiservers start once etcd is available. (Starting them with etcd
-	// made no measurable difference to the time to Ready on 2 cores, and an
-	// apiserver that waits longer than --storage-initialization-timeout for
-	// a slow etcd exits and backs off.)
-	if _, ok := current[APIServer]; !ok && !st.etcdReady {
-		setCondition(kc, clusterv1.ConditionProgressing, true, "WaitingForEtcd", "the apiservers start once etcd is available")
-		return true, nil
-	}
+	// Every component starts at once, with etcd: the apiservers wait for
+	// etcd, controller-manager and scheduler retry their leader election
+	// until an apiserver answers, and each pod's start (sandbox, volumes,
+	// process) overlaps the others'.
 	if apply {
 		for _, c := range []string{APIServer, ControllerManager, Scheduler} {
-			if c == ControllerManager && st.deployments[c] == nil && (st.deployments[APIServer] == nil || st.deployments[APIServer].Status.ReadyReplicas == 0) {
-				// controller-manager exits when it starts before the
-				// apiserver answers; it is created once one is ready (the
-				// scheduler waits for the apiserver by itself).
-				continue
-			}
 			catalog := st.desired
 			if v := plan.Targets[c]; v != st.desired.Spec.Version {
 				catalog = &clusterv1.KubernetesVersion{}
@@ -542,6 +532,9 @@ func (r *Reconciler) ensureControlPlane(ctx context.Context, kc *clusterv1.KubeC
 				}
 			}
 			d := r.render(c, kc, n, st, &catalog.Spec)
+			// Same inputs, same template: a kok-manager that renders
+			// differently does not roll a running control plane.
+			KeepTemplate(st.deployments[c], d)
 			if err := r.applyOwned(ctx, kc, d); err != nil {
 				return false, err
 			}

@@ -4,9 +4,11 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,10 +127,11 @@ func TestReconcileOrder(t *testing.T) {
 	waitFor(t, "apiserver Service", func() error { return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Service()}, &svc) })
 	time.Sleep(time.Second)
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(cluster.APIServer)}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
-		t.Fatalf("apiserver Deployment before etcd is available: %v", err)
+		t.Fatalf("apiserver Deployment before the etcd CA exists (its etcd client certificate needs it): %v", err)
 	}
 
-	// etcd becomes available (played here): its CA and status.
+	// The etcd operator makes the cluster's CA (played here), then etcd
+	// becomes available.
 	etcdCA, err := pki.NewCA("etcd")
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +141,13 @@ func TestReconcileOrder(t *testing.T) {
 	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: en.CASecret(), Namespace: ns},
 		Data: map[string][]byte{"ca.crt": etcdCA.CertPEM(), "ca.key": key}}); err != nil {
 		t.Fatal(err)
+	}
+	// The apiservers start with etcd, before it is available (they wait
+	// for it), and so do controller-manager and scheduler.
+	for _, comp := range []string{cluster.APIServer, cluster.ControllerManager, cluster.Scheduler} {
+		waitFor(t, comp+" created with etcd", func() error {
+			return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(comp)}, &appsv1.Deployment{})
+		})
 	}
 	ec.Status = etcdv1.EtcdClusterStatus{Version: "v3.6.16", ReadyMembers: 1, ClientEndpoint: en.ClientEndpoint(), Phase: "Running",
 		Conditions: []metav1.Condition{{Type: etcdv1.ConditionAvailable, Status: metav1.ConditionTrue, Reason: "Quorum", LastTransitionTime: metav1.Now()}}}
@@ -157,9 +167,6 @@ func TestReconcileOrder(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: s}, &corev1.Secret{}); err != nil {
 			t.Fatalf("secret %s: %v", s, err)
 		}
-	}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(cluster.ControllerManager)}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
-		t.Fatalf("controller-manager before an apiserver is ready: %v", err)
 	}
 	markRolledOut(t, c, ns, n.Deployment(cluster.APIServer))
 	for _, comp := range []string{cluster.ControllerManager, cluster.Scheduler} {
@@ -183,6 +190,9 @@ func TestReconcileOrder(t *testing.T) {
 	if bootstraps.Load() == 0 {
 		t.Fatal("bootstrap objects were not ensured")
 	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil {
+		t.Fatal(err)
+	}
 	apiGen := api.Generation
 	bootstrapsBefore := bootstraps.Load()
 
@@ -198,6 +208,49 @@ func TestReconcileOrder(t *testing.T) {
 	if n := bootstraps.Load(); n != bootstrapsBefore {
 		t.Fatalf("an idle reconcile applied the bootstrap objects again (%d → %d)", bootstrapsBefore, n)
 	}
+
+	// A template rendered by another kok-manager version (marked here) is
+	// kept while its inputs stay the same: upgrading kok-manager does not
+	// roll a running control plane.
+	older := func(d *appsv1.Deployment) {
+		d.Spec.Template.Annotations["rendered-by"] = "an-older-kok"
+		tmpl, _ := json.Marshal(d.Spec.Template)
+		d.Annotations[cluster.AnnTemplate] = string(tmpl)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil {
+		t.Fatal(err)
+	}
+	older(&api)
+	// Applied as kok applies, so the current kok owns those fields.
+	applied := &appsv1.Deployment{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Name: api.Name, Namespace: api.Namespace, Annotations: api.Annotations,
+			Labels: api.Labels, OwnerReferences: api.OwnerReferences}, Spec: api.Spec}
+	if err := c.Patch(ctx, applied, client.Apply, client.FieldOwner(kube.FieldOwner), client.ForceOwnership); err != nil { //nolint:staticcheck
+		t.Fatal(err)
+	}
+	apiGen = applied.Generation
+	markRolledOut(t, c, ns, n.Deployment(cluster.APIServer))
+	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"poke":"2"}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil || api.Generation != apiGen || api.Spec.Template.Annotations["rendered-by"] == "" {
+		t.Fatalf("the older template was replaced without a change of inputs (generation %d → %d, %v)", apiGen, api.Generation, err)
+	}
+	// A real change (an apiserver flag) brings the current rendering.
+	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"controlPlane":{"apiServer":{"extraArgs":{"v":"2"}}}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "apiserver re-rendered for the new flag", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil {
+			return err
+		}
+		if api.Spec.Template.Annotations["rendered-by"] != "" || !slices.Contains(api.Spec.Template.Spec.Containers[0].Args, "--v=2") {
+			return fmt.Errorf("template annotations %v, args %v", api.Spec.Template.Annotations, api.Spec.Template.Spec.Containers[0].Args)
+		}
+		return nil
+	})
+	markRolledOut(t, c, ns, n.Deployment(cluster.APIServer))
 
 	// Upgrade: apiservers first; the others wait until every apiserver runs it.
 	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"version":"v1.34.4"}}`))); err != nil {

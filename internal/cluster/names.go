@@ -32,6 +32,14 @@ const (
 	// AnnIssuedFor records, on each leaf Secret, the rotation request it
 	// was issued for.
 	AnnIssuedFor = "cluster.kok.dev/issued-for-rotation"
+	// AnnInputs, on a Deployment, is the hash of what its pod template was
+	// rendered from (spec, catalog entry, Secrets, addresses) and AnnTemplate
+	// the template as rendered then. While the inputs stay the same the
+	// reconciler applies that template again, so a kok-manager whose
+	// rendering changed does not roll running control planes; its rendering
+	// reaches a cluster with the cluster's next real change.
+	AnnInputs   = "cluster.kok.dev/inputs"
+	AnnTemplate = "cluster.kok.dev/pod-template"
 	// Finalizer tears the control plane down in order.
 	Finalizer = "cluster.kok.dev/teardown"
 )

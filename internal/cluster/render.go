@@ -3,6 +3,7 @@ package cluster
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -47,6 +48,53 @@ type RenderInput struct {
 	// SharedEtcd: other clusters use the same etcd, so this apiserver
 	// leaves compaction (which spans every prefix) to etcd.
 	SharedEtcd bool
+}
+
+// renderEpoch is part of every inputs hash: raise it when a rendering change
+// must reach running control planes (a security fix), not just new ones.
+const renderEpoch = 1
+
+// InputsHash hashes what a component's pod template is rendered from.
+func (in RenderInput) InputsHash(component string) string {
+	var cs clusterv1.ComponentSpec
+	switch component {
+	case APIServer:
+		cs = in.Spec.ControlPlane.APIServer
+	case ControllerManager:
+		cs = in.Spec.ControlPlane.ControllerManager
+	case Scheduler:
+		cs = in.Spec.ControlPlane.Scheduler
+	}
+	data, _ := json.Marshal(struct {
+		Epoch                              int
+		Component                          string
+		Names                              Names
+		ComponentSpec                      clusterv1.ComponentSpec
+		Network                            clusterv1.NetworkSpec
+		Catalog                            *clusterv1.KubernetesVersionSpec
+		Registry, ConfigHash               string
+		EtcdServers, EtcdPrefix, ServiceIP string
+		SharedEtcd                         bool
+	}{renderEpoch, component, in.Names, cs, in.Spec.Network, in.Catalog, in.Registry, in.ConfigHash,
+		in.EtcdServers, in.EtcdPrefix, in.ServiceIP, in.SharedEtcd})
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
+}
+
+// KeepTemplate makes d, freshly rendered, carry the pod template prev was
+// rendered with when both come from the same inputs (see AnnInputs). It
+// returns whether it did.
+func KeepTemplate(prev, d *appsv1.Deployment) bool {
+	if prev == nil || prev.Annotations[AnnInputs] != d.Annotations[AnnInputs] {
+		return false
+	}
+	var tmpl corev1.PodTemplateSpec
+	if err := json.Unmarshal([]byte(prev.Annotations[AnnTemplate]), &tmpl); err != nil || len(tmpl.Spec.Containers) == 0 {
+		return false
+	}
+	d.Spec.Template = tmpl
+	d.Annotations[AnnTemplate] = prev.Annotations[AnnTemplate]
+	return true
 }
 
 // Image resolves a catalog image against the registry: references that
@@ -148,15 +196,10 @@ func APIServerDeployment(in RenderInput) *appsv1.Deployment {
 		{n.EtcdClientSecret(), KeyCert, "etcd/client.crt"},
 		{n.EtcdClientSecret(), KeyKey, "etcd/client.key"},
 	}
-	probe := func(path string, period, failures int32) *corev1.Probe {
-		return httpsProbe(path, APIServerPort, period, failures)
-	}
 	c := container(APIServer, Image(in.Registry, in.Catalog.Images.APIServer), spec.ControlPlane.APIServer,
 		Args(base, in.Catalog.DefaultArgs.APIServer, spec.ControlPlane.APIServer.ExtraArgs),
 		APIServerPort, resources("100m", "192Mi"))
-	c.StartupProbe = probe("/livez", 1, 120)
-	c.LivenessProbe = probe("/livez", 10, 6)
-	c.ReadinessProbe = probe("/readyz", 1, 3)
+	setProbes(&c, "/livez", "/readyz", APIServerPort)
 	c.VolumeMounts = []corev1.VolumeMount{{Name: "pki", MountPath: pkiDir, ReadOnly: true}}
 	d := deployment(in, APIServer, c, []corev1.Volume{projected("pki", files)})
 	// Time for a terminating apiserver to leave the endpoints and drain.
@@ -200,9 +243,7 @@ func ControllerManagerDeployment(in RenderInput) *appsv1.Deployment {
 	c := container(ControllerManager, Image(in.Registry, in.Catalog.Images.ControllerManager), spec.ControlPlane.ControllerManager,
 		Args(base, in.Catalog.DefaultArgs.ControllerManager, spec.ControlPlane.ControllerManager.ExtraArgs),
 		ControllerManagerPort, resources("50m", "96Mi"))
-	c.StartupProbe = httpsProbe("/healthz", ControllerManagerPort, 1, 120)
-	c.LivenessProbe = httpsProbe("/healthz", ControllerManagerPort, 10, 6)
-	c.ReadinessProbe = httpsProbe("/healthz", ControllerManagerPort, 1, 3)
+	setProbes(&c, "/healthz", "/healthz", ControllerManagerPort)
 	c.VolumeMounts = []corev1.VolumeMount{
 		{Name: "pki", MountPath: pkiDir, ReadOnly: true},
 		{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true},
@@ -226,9 +267,7 @@ func SchedulerDeployment(in RenderInput) *appsv1.Deployment {
 	c := container(Scheduler, Image(in.Registry, in.Catalog.Images.Scheduler), spec.ControlPlane.Scheduler,
 		Args(base, in.Catalog.DefaultArgs.Scheduler, spec.ControlPlane.Scheduler.ExtraArgs),
 		SchedulerPort, resources("20m", "48Mi"))
-	c.StartupProbe = httpsProbe("/healthz", SchedulerPort, 1, 120)
-	c.LivenessProbe = httpsProbe("/healthz", SchedulerPort, 10, 6)
-	c.ReadinessProbe = httpsProbe("/healthz", SchedulerPort, 1, 3)
+	setProbes(&c, "/healthz", "/healthz", SchedulerPort)
 	c.VolumeMounts = []corev1.VolumeMount{{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true}}
 	return deployment(in, Scheduler, c, []corev1.Volume{
 		projected("kubeconfig", []projection{{n.SchedulerKubeconfig(), KeyKubeconfig, "kubeconfig"}})})
@@ -271,6 +310,16 @@ func projected(name string, files []projection) corev1.Volume {
 		Sources: sources, DefaultMode: ptr.To[int32](0o440)}}}
 }
 
+// setProbes: readiness is probed every second from the container's start
+// (a startup probe would hold it back until the startup probe passed, up to
+// a period later); liveness gives a slow start 15 s plus 8 failed probes
+// 10 s apart before the kubelet restarts the container.
+func setProbes(c *corev1.Container, livePath, readyPath string, port int32) {
+	c.ReadinessProbe = httpsProbe(readyPath, port, 1, 3)
+	c.LivenessProbe = httpsProbe(livePath, port, 10, 8)
+	c.LivenessProbe.InitialDelaySeconds = 15
+}
+
 func httpsProbe(path string, port, period, failures int32) *corev1.Probe {
 	return &corev1.Probe{
 		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
@@ -311,10 +360,10 @@ func container(name, image string, cs clusterv1.ComponentSpec, args []string, po
 func deployment(in RenderInput, component string, c corev1.Container, volumes []corev1.Volume) *appsv1.Deployment {
 	n := in.Names
 	labels := n.Labels(component)
-	return &appsv1.Deployment{
+	d := &appsv1.Deployment{
 		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: metav1.ObjectMeta{Name: n.Deployment(component), Namespace: n.Namespace, Labels: labels,
-			Annotations: map[string]string{AnnVersion: in.Catalog.Version}},
+			Annotations: map[string]string{AnnVersion: in.Catalog.Version, AnnInputs: in.InputsHash(component)}},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(in.Spec.ControlPlane.Replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: n.Selector(component)},
@@ -342,4 +391,7 @@ func deployment(in RenderInput, component string, c corev1.Container, volumes []
 			},
 		},
 	}
+	tmpl, _ := json.Marshal(d.Spec.Template)
+	d.Annotations[AnnTemplate] = string(tmpl)
+	return d
 }
