@@ -20,10 +20,10 @@ import (
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 )
@@ -110,6 +110,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	obs := Observed{Cluster: e.Name, Replicas: int(e.Spec.Replicas), Version: e.Spec.Version, Pods: map[string]Pod{},
+		Config:       ConfigHash(e, r.Image(e.Spec.Version)),
 		Bootstrapped: bootstrapped, DefragThreshold: 50, AuthWanted: e.Spec.EnableAuth}
 	if d := e.Spec.Defrag; d != nil {
 		obs.DefragThreshold = int(d.FragmentationThresholdPercent)
@@ -188,7 +189,7 @@ func (r *Reconciler) memberPods(ctx context.Context, n Names) ([]corev1.Pod, err
 
 // observePod reads what Plan needs from a pod.
 func observePod(p *corev1.Pod) Pod {
-	op := Pod{Name: p.Name, Version: p.Annotations[AnnVersion], Terminating: p.DeletionTimestamp != nil}
+	op := Pod{Name: p.Name, Version: p.Annotations[AnnVersion], Config: p.Annotations[AnnConfig], Terminating: p.DeletionTimestamp != nil}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
 			op.Ready = true
@@ -382,7 +383,7 @@ func (r *Reconciler) act(ctx context.Context, e *etcdv1.EtcdCluster, n Names, st
 	case ActUpgrade:
 		// The member comes back at the new version on its own volume
 		// (ActCreatePod on the next pass).
-		r.Recorder.Eventf(e, corev1.EventTypeNormal, "Upgrade", "restarting %s at %s", step.Member, e.Spec.Version)
+		r.Recorder.Eventf(e, corev1.EventTypeNormal, "Upgrade", "restarting %s at %s (%s)", step.Member, e.Spec.Version, step.Reason)
 		return client.IgnoreNotFound(r.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: step.Member, Namespace: n.Namespace}}))
 	case ActRecoverSpace:
 		r.Recorder.Eventf(e, corev1.EventTypeWarning, "NoSpace", "%s reports NOSPACE: compacting, defragmenting every member and disarming the alarm", step.Member)

@@ -42,6 +42,9 @@ type Pod struct {
 	Name    string
 	Ready   bool
 	Version string
+	// Config is the hash of the settings the pod was made with (empty for
+	// pods made before the operator recorded it: taken as current).
+	Config string
 	// Terminating: the pod is being deleted.
 	Terminating bool
 	// DataLost: the member's volume is gone or unusable (a fresh volume
@@ -62,6 +65,10 @@ type Observed struct {
 	Cluster  string
 	Replicas int
 	Version  string
+	// Config is the hash of the member settings the spec asks for
+	// (resources, quota, compaction, image); members made with other
+	// settings restart one at a time, like an upgrade.
+	Config string
 	// Members is etcd's member list; nil when etcd could not be reached.
 	Members []Member
 	// Reachable: a member answered the member list.
@@ -97,7 +104,7 @@ const (
 	ActPromote     Action = "Promote"     // promote a caught-up learner
 	ActRemove      Action = "Remove"      // MemberRemove, then delete its pod and volume
 	ActDeletePod   Action = "DeletePod"   // delete a pod that belongs to no member
-	ActUpgrade     Action = "Upgrade"     // recreate one member's pod at the desired version
+	ActUpgrade     Action = "Upgrade"     // recreate one member's pod at the desired version and settings
 	ActMoveLeader  Action = "MoveLeader"  // hand leadership away before the leader restarts
 	ActQuorumLost  Action = "QuorumLost"  // too few members; wait for a restore, never wipe
 	ActWaitHealthy Action = "WaitHealthy" // a change is settling
@@ -255,6 +262,10 @@ func Plan(o Observed) Step {
 			if m.Learner && !m.Started {
 				return Step{Action: ActWaitHealthy, Member: m.Name, Reason: "learner joining"}
 			}
+			if p := o.Pods[m.Name]; p.Version == o.Version && rollingOut(o) {
+				return Step{Action: ActWaitHealthy, Member: m.Name, Reason: fmt.Sprintf(
+					"%s restarted at %s is not healthy yet: the rollout waits for it and changes no other member", m.Name, o.Version)}
+			}
 			return Step{Action: ActWaitHealthy, Member: m.Name, Reason: "member not healthy yet"}
 		}
 	}
@@ -276,10 +287,11 @@ func Plan(o Observed) Step {
 		return Step{Action: ActRemove, Member: victim.Name, ID: victim.ID, Reason: fmt.Sprintf("scaling in to %d", o.Replicas)}
 	}
 
-	// 8. Upgrade, followers first; the leader last, after handing off.
+	// 8. Upgrade (a new version or changed settings), followers first; the
+	// leader last, after handing off.
 	var stale []Member
 	for _, m := range voters {
-		if o.Pods[m.Name].Version != o.Version {
+		if stalePod(o, o.Pods[m.Name]) {
 			stale = append(stale, m)
 		}
 	}
@@ -299,7 +311,11 @@ func Plan(o Observed) Step {
 				}
 			}
 		}
-		return Step{Action: ActUpgrade, Member: m.Name, ID: m.ID, Reason: fmt.Sprintf("upgrading %s → %s", o.Pods[m.Name].Version, o.Version)}
+		reason := fmt.Sprintf("upgrading %s → %s", o.Pods[m.Name].Version, o.Version)
+		if o.Pods[m.Name].Version == o.Version {
+			reason = "restarting with changed settings"
+		}
+		return Step{Action: ActUpgrade, Member: m.Name, ID: m.ID, Reason: reason}
 	}
 
 	// 9. Authentication, once the cluster is whole.
@@ -324,6 +340,25 @@ func Plan(o Observed) Step {
 		}
 	}
 	return Step{Action: ActNone}
+}
+
+// rollingOut: some voter still runs another version or other settings.
+func rollingOut(o Observed) bool {
+	for _, m := range o.Members {
+		if m.Learner {
+			continue
+		}
+		if stalePod(o, o.Pods[m.Name]) {
+			return true
+		}
+	}
+	return false
+}
+
+// stalePod: the pod runs another version, or settings other than the
+// spec's (pods that recorded none are taken as current).
+func stalePod(o Observed, p Pod) bool {
+	return p.Version != o.Version || p.Config != "" && o.Config != "" && p.Config != o.Config
 }
 
 // defragOrder lists members followers first, the leader last: defragmenting

@@ -143,6 +143,24 @@ func TestPlanTable(t *testing.T) {
 			Observed{Cluster: "c", Replicas: 3, Version: v36, Reachable: true, LeaderID: 1, Members: three,
 				Pods: map[string]Pod{"c-0": {Ready: true, Version: v35}, "c-1": {Ready: true, Version: v36}, "c-2": {Ready: true, Version: v36}}},
 			Step{Action: ActMoveLeader, Member: "c-0", ID: 1, Target: 2}},
+		{"changed settings restart a follower first",
+			Observed{Cluster: "c", Replicas: 3, Version: v36, Config: "new", Reachable: true, LeaderID: 1, Members: three,
+				Pods: map[string]Pod{"c-0": {Ready: true, Version: v36, Config: "old"}, "c-1": {Ready: true, Version: v36, Config: "old"},
+					"c-2": {Ready: true, Version: v36, Config: "new"}}},
+			Step{Action: ActUpgrade, Member: "c-1", ID: 2}},
+		{"the leader with changed settings hands off first",
+			Observed{Cluster: "c", Replicas: 3, Version: v36, Config: "new", Reachable: true, LeaderID: 1, Members: three,
+				Pods: map[string]Pod{"c-0": {Ready: true, Version: v36, Config: "old"}, "c-1": {Ready: true, Version: v36, Config: "new"},
+					"c-2": {Ready: true, Version: v36, Config: "new"}}},
+			Step{Action: ActMoveLeader, Member: "c-0", ID: 1, Target: 2}},
+		{"pods from before settings were recorded are left alone",
+			Observed{Cluster: "c", Replicas: 3, Version: v36, Config: "new", Reachable: true, LeaderID: 1, Members: three, Pods: readyPods(v36, "c-0", "c-1", "c-2")},
+			Step{Action: ActNone}},
+		{"a restarted member that does not come back healthy stops the rollout",
+			Observed{Cluster: "c", Replicas: 3, Version: v36, Reachable: true, LeaderID: 1,
+				Members: []Member{healthy("c-0", 1), {Name: "c-1", ID: 2, Started: true}, healthy("c-2", 3)},
+				Pods:    map[string]Pod{"c-0": {Ready: true, Version: v35}, "c-1": {Version: v36}, "c-2": {Ready: true, Version: v35}}},
+			Step{Action: ActWaitHealthy, Member: "c-1"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -166,10 +184,14 @@ type sim struct {
 	boot     bool
 	changes  int
 	minVoter int
+	// config is the settings hash the spec asks for; restarts counts
+	// member restarts.
+	config   string
+	restarts int
 }
 
 func (s *sim) observe(replicas int, version string) Observed {
-	return Observed{Cluster: s.cluster, Replicas: replicas, Version: version, Members: append([]Member(nil), s.members...),
+	return Observed{Cluster: s.cluster, Replicas: replicas, Version: version, Config: s.config, Members: append([]Member(nil), s.members...),
 		Reachable: len(s.members) > 0, LeaderID: s.leader, Pods: s.pods, Bootstrapped: s.boot}
 }
 
@@ -179,12 +201,12 @@ func (s *sim) apply(t *testing.T, st Step, version string) {
 	case ActBootstrap:
 		s.nextID++
 		s.members = []Member{{Name: st.Member, ID: s.nextID, Started: true, Healthy: true, RaftIndex: 100}}
-		s.pods = map[string]Pod{st.Member: {Name: st.Member, Ready: true, Version: version}}
+		s.pods = map[string]Pod{st.Member: {Name: st.Member, Ready: true, Version: version, Config: s.config}}
 		s.leader, s.boot = s.nextID, true
 	case ActAddLearner:
 		s.nextID++
 		s.members = append(s.members, Member{Name: st.Member, ID: s.nextID, Learner: true, Started: true, Healthy: true, RaftIndex: 100})
-		s.pods[st.Member] = Pod{Name: st.Member, Ready: true, Version: version}
+		s.pods[st.Member] = Pod{Name: st.Member, Ready: true, Version: version, Config: s.config}
 		s.changes++
 	case ActPromote:
 		for i := range s.members {
@@ -205,8 +227,9 @@ func (s *sim) apply(t *testing.T, st Step, version string) {
 		s.changes++
 	case ActUpgrade:
 		p := s.pods[st.Member]
-		p.Version = version
+		p.Version, p.Config = version, s.config
 		s.pods[st.Member] = p
+		s.restarts++
 		if st.ID == s.leader {
 			t.Fatalf("upgraded the leader %s without moving leadership", st.Member)
 		}
@@ -231,8 +254,8 @@ func (s *sim) run(t *testing.T, replicas int, version string) {
 				t.Fatalf("converged to %d voters, %d learners; want %d voters", len(voters), len(learners), replicas)
 			}
 			for _, p := range s.pods {
-				if p.Version != version {
-					t.Fatalf("pod %s runs %s, want %s", p.Name, p.Version, version)
+				if p.Version != version || p.Config != s.config {
+					t.Fatalf("pod %s runs %s (settings %q), want %s (%q)", p.Name, p.Version, p.Config, version, s.config)
 				}
 			}
 			return
@@ -243,7 +266,7 @@ func (s *sim) run(t *testing.T, replicas int, version string) {
 }
 
 func TestPlanConvergesThroughScaleAndUpgrade(t *testing.T) {
-	s := &sim{cluster: "c"}
+	s := &sim{cluster: "c", config: "resources-1"}
 	s.run(t, 3, v35)
 	s.run(t, 5, v35)
 	s.run(t, 3, v35)
@@ -258,6 +281,13 @@ func TestPlanConvergesThroughScaleAndUpgrade(t *testing.T) {
 	}
 	if s.minVoter < 1 {
 		t.Errorf("voters dropped to %d", s.minVoter)
+	}
+	// Changed settings restart each of the 7 members once, no membership
+	// change.
+	s.restarts, s.config = 0, "resources-2"
+	s.run(t, 7, v36)
+	if s.restarts != 7 || s.changes != want {
+		t.Errorf("settings rollout: %d restarts (want 7), %d membership changes (want %d)", s.restarts, s.changes, want)
 	}
 }
 

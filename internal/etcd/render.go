@@ -1,6 +1,9 @@
 package etcd
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -29,8 +32,10 @@ const (
 	LabelInstance = "app.kubernetes.io/instance"
 	LabelMember   = "etcd.kok.dev/member"
 	AnnVersion    = "etcd.kok.dev/version"
-	dataMount     = "/var/lib/etcd"
-	tlsMount      = "/etc/etcd/tls"
+	// AnnConfig is the hash of the settings a member pod was made with.
+	AnnConfig = "etcd.kok.dev/config"
+	dataMount = "/var/lib/etcd"
+	tlsMount  = "/etc/etcd/tls"
 )
 
 // Names of the objects that make up a cluster.
@@ -184,6 +189,27 @@ type PodOptions struct {
 	ManagerImage string
 }
 
+// ConfigHash hashes the member settings a running member only picks up by
+// restarting: image, quota, compaction and resources. (The version has its
+// own annotation; join flags only matter at a member's first start.)
+func ConfigHash(e *etcdv1.EtcdCluster, image string) string {
+	data, _ := json.Marshal(struct {
+		Image          string
+		Quota          string
+		AutoCompaction *etcdv1.AutoCompaction
+		Resources      corev1.ResourceRequirements
+	}{image, quotaString(e.Spec.QuotaBackendBytes), e.Spec.AutoCompaction, e.Spec.Resources})
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
+}
+
+func quotaString(q *resource.Quantity) string {
+	if q == nil {
+		return ""
+	}
+	return fmt.Sprint(q.Value())
+}
+
 // MemberPod renders one member's pod.
 func MemberPod(n Names, e *etcdv1.EtcdCluster, member string, join Join, o PodOptions) *corev1.Pod {
 	labels := n.Selector()
@@ -243,7 +269,7 @@ func MemberPod(n Names, e *etcdv1.EtcdCluster, member string, join Join, o PodOp
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: member, Namespace: n.Namespace, Labels: labels,
-			Annotations: map[string]string{AnnVersion: e.Spec.Version},
+			Annotations: map[string]string{AnnVersion: e.Spec.Version, AnnConfig: ConfigHash(e, o.Image)},
 		},
 		Spec: corev1.PodSpec{
 			Hostname:  member,
@@ -264,7 +290,7 @@ func MemberPod(n Names, e *etcdv1.EtcdCluster, member string, join Join, o PodOp
 					{Name: "peer", ContainerPort: PeerPort},
 					{Name: "metrics", ContainerPort: MetricsPort},
 				},
-				ReadinessProbe: probe("/readyz", 2),
+				ReadinessProbe: probe("/readyz", 1),
 				LivenessProbe: func() *corev1.Probe {
 					p := probe("/livez", 10)
 					p.InitialDelaySeconds = 15

@@ -205,8 +205,9 @@ func TestEtcdRecoveryMatrix(t *testing.T) {
 	}
 }
 
-// TestEtcdUpgradeAndLostVolume upgrades 3.5 → 3.6 one member at a time and
-// then loses a member's volume, while a client keeps writing.
+// TestEtcdUpgradeAndLostVolume upgrades 3.5 → 3.6 one member at a time,
+// rolls changed resources (and holds when a restarted member stays
+// unhealthy), then loses a member's volume, while a client keeps writing.
 func TestEtcdUpgradeAndLostVolume(t *testing.T) {
 	cfg := sharedCluster(t)
 	c := metaClient(t, cfg)
@@ -242,6 +243,106 @@ func TestEtcdUpgradeAndLostVolume(t *testing.T) {
 		if after := memberIDs(t, c, e); fmt.Sprint(after) != fmt.Sprint(before) {
 			t.Fatalf("an upgrade keeps members: %v → %v", before, after)
 		}
+		checkHashKV(t, c, e)
+	})
+
+	memberPods := func() map[string]corev1.Pod {
+		var pods corev1.PodList
+		if err := c.List(ctx, &pods, client.InNamespace(e.Namespace), client.MatchingLabels(etcd.Names{Cluster: e.Name, Namespace: e.Namespace}.Selector())); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]corev1.Pod{}
+		for _, p := range pods.Items {
+			out[p.Name] = p
+		}
+		return out
+	}
+	setCPU := func(cpu string) {
+		patch := fmt.Sprintf(`{"spec":{"resources":{"requests":{"cpu":%q}}}}`, cpu)
+		if err := c.Patch(ctx, e, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rolledTo := func(cpu string) error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
+			return err
+		}
+		for name, p := range memberPods() {
+			if got := p.Spec.Containers[0].Resources.Requests.Cpu().String(); got != cpu || !podReady(&p) || p.DeletionTimestamp != nil {
+				return fmt.Errorf("%s requests cpu %s (want %s), ready %v", name, got, cpu, podReady(&p))
+			}
+		}
+		if e.Status.Phase != "Running" || e.Status.ReadyMembers != 3 {
+			return fmt.Errorf("phase %s, %d ready", e.Status.Phase, e.Status.ReadyMembers)
+		}
+		return nil
+	}
+
+	t.Run("changed resources restart every member once, one at a time", func(t *testing.T) {
+		before, pods := memberIDs(t, c, e), memberPods()
+		start := time.Now()
+		setCPU("20m")
+		eventually(t, 5*time.Minute, "every member restarted with the new resources", func() error { return rolledTo("20m") })
+		for name, p := range memberPods() {
+			if p.UID == pods[name].UID {
+				t.Fatalf("%s was not restarted", name)
+			}
+		}
+		if after := memberIDs(t, c, e); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Fatalf("a settings rollout keeps members: %v → %v", before, after)
+		}
+		t.Logf("rolled in %s", time.Since(start).Round(time.Second))
+		checkHashKV(t, c, e)
+	})
+
+	t.Run("a member that does not come back healthy holds the rollout", func(t *testing.T) {
+		pods := memberPods()
+		setCPU("30m")
+		// The first member restarted with the new settings fails: its
+		// image cannot be had (as a broken release would crash).
+		var broken string
+		eventually(t, 2*time.Minute, "a member restarted with the new settings", func() error {
+			for name, p := range memberPods() {
+				if p.UID != pods[name].UID && p.DeletionTimestamp == nil {
+					broken = name
+					return nil
+				}
+			}
+			return fmt.Errorf("no member restarted yet")
+		})
+		patch := client.RawPatch(types.StrategicMergePatchType, []byte(`{"spec":{"containers":[{"name":"etcd","image":"kok.local/etcd:v0.0.0-broken"}]}}`))
+		if err := c.Patch(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: broken}}, patch); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 2*time.Minute, "Degraded says the rollout waits", func() error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
+				return err
+			}
+			for _, cond := range e.Status.Conditions {
+				if cond.Type == etcdv1.ConditionDegraded && cond.Status == metav1.ConditionTrue && strings.Contains(cond.Message, "rollout waits") {
+					t.Logf("Degraded: %s", cond.Message)
+					return nil
+				}
+			}
+			return fmt.Errorf("conditions %v", e.Status.Conditions)
+		})
+		// It stays that way: no other member is restarted, nothing removed.
+		time.Sleep(15 * time.Second)
+		now := memberPods()
+		for name, p := range pods {
+			if name != broken && now[name].UID != p.UID {
+				t.Fatalf("%s was restarted while %s was unhealthy", name, broken)
+			}
+		}
+		if ids := memberIDs(t, c, e); len(ids) != 3 {
+			t.Fatalf("members %v", ids)
+		}
+		// Fixed (the pod goes, the operator makes it again): the rollout
+		// goes on.
+		if err := c.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: e.Namespace, Name: broken}}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Minute, "the rollout finished", func() error { return rolledTo("30m") })
 		checkHashKV(t, c, e)
 	})
 
