@@ -39,6 +39,9 @@ type ClusterResult struct {
 	// ReadySeconds: KubeCluster applied → Ready (business /readyz answers,
 	// controller-manager and scheduler ready), one run per cluster.
 	ReadySeconds []float64 `json:"readySeconds"`
+	// ReadyTimelines: for each of those runs, when each milestone was
+	// first seen (pods created, scheduled, running, ready; etcd Available).
+	ReadyTimelines []string `json:"readyTimelines,omitempty"`
 	// ReadySecondsEtcd3 is the same with a 3-member etcd.
 	ReadySecondsEtcd3 float64 `json:"readySecondsEtcd3"`
 	// UpgradeSeconds: 3 apiservers v1.33 → v1.34, patch applied → every
@@ -46,6 +49,7 @@ type ClusterResult struct {
 	UpgradeSeconds  float64 `json:"upgradeSeconds"`
 	UpgradeRequests int64   `json:"upgradeRequests"`
 	UpgradeFailed   int64   `json:"upgradeFailed"`
+	UpgradeTimeline string  `json:"upgradeTimeline,omitempty"`
 	// RotateSeconds: certificate rotation of the same HA cluster, which
 	// rolls every component (the shape of a patch upgrade).
 	RotateSeconds float64 `json:"rotateSeconds"`
@@ -90,7 +94,7 @@ func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, clie
 	if err != nil {
 		return err.Error()
 	}
-	c, err := client.New(rc, client.Options{Scheme: manager.Scheme()})
+	c, err := client.NewWithWatch(rc, client.Options{Scheme: manager.Scheme()})
 	if err != nil {
 		return err.Error()
 	}
@@ -101,13 +105,65 @@ func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, clie
 	return ""
 }
 
-func runClusterBench(ctx context.Context, res *ClusterResult, c client.Client) error {
+// quickP1 measures P1 (and P2) on a running meta cluster, for development.
+func quickP1(kubeconfig string, runs int, withP2 bool) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return err
+	}
+	c, err := client.NewWithWatch(rc, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	create, _ := clusterCreator(ctx, c)
+	for i := range runs {
+		kc, _, err := create(fmt.Sprintf("quick-p1-%d", i), "v1.34.4", 1, 1)
+		if err != nil {
+			return err
+		}
+		if err := clusterctl.Delete(ctx, c, kc, io.Discard); err != nil {
+			return err
+		}
+	}
+	if !withP2 {
+		return nil
+	}
+	ha, _, err := create("quick-p2", "v1.33.13", 3, 1)
+	if err != nil {
+		return err
+	}
+	bc, err := businessClient(ctx, c, ha)
+	if err != nil {
+		return err
+	}
+	took, ok, failed, _, err := measureRollout(ctx, c, ha, bc, `{"spec":{"version":"v1.34.4"}}`)
+	fmt.Printf("HA upgrade v1.33.13 → v1.34.4: %.1fs, %d requests, %d failed (%v)\n", took, ok+failed, failed, err)
+	return clusterctl.Delete(ctx, c, ha, io.Discard)
+}
+
+type createFunc func(name, version string, replicas, etcdReplicas int32) (*clusterv1.KubeCluster, float64, error)
+
+// clusterCreator returns a function that creates a cluster, waits until it
+// is Ready and says how long that took, and one that returns the timeline
+// of the last creation.
+func clusterCreator(ctx context.Context, c client.Client) (createFunc, func() []string) {
+	var lastTimeline []string
 	create := func(name, version string, replicas, etcdReplicas int32) (*clusterv1.KubeCluster, float64, error) {
-		start := time.Now()
-		kc, err := clusterctl.Create(ctx, c, clusterctl.CreateOptions{Name: name, Version: version, Replicas: replicas, EtcdReplicas: etcdReplicas})
+		tl, err := startTimeline(ctx, c.(client.WithWatch), name)
 		if err != nil {
 			return nil, 0, err
 		}
+		start := time.Now()
+		kc, err := clusterctl.Create(ctx, c, clusterctl.CreateOptions{Name: name, Version: version, Replicas: replicas, EtcdReplicas: etcdReplicas})
+		if err != nil {
+			tl.finish()
+			return nil, 0, err
+		}
+		defer func() {
+			lastTimeline = tl.finish()
+			fmt.Printf("%-10s %s\n", name, fmtTimeline(lastTimeline))
+		}()
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 		defer cancel()
 		if err := clusterctl.Wait(wctx, c, kc, io.Discard); err != nil {
@@ -124,6 +180,12 @@ func runClusterBench(ctx context.Context, res *ClusterResult, c client.Client) e
 		fmt.Printf("%-10s Ready in %5.1fs\n", name, took)
 		return kc, took, nil
 	}
+	return create, func() []string { return lastTimeline }
+}
+
+func runClusterBench(ctx context.Context, res *ClusterResult, c client.Client) error {
+	create, timelineOf := clusterCreator(ctx, c)
+	var lastTimeline []string
 
 	// P1: one after another, so each start has the machine to itself.
 	var singles []*clusterv1.KubeCluster
@@ -134,6 +196,7 @@ func runClusterBench(ctx context.Context, res *ClusterResult, c client.Client) e
 		}
 		singles = append(singles, kc)
 		res.ReadySeconds = append(res.ReadySeconds, took)
+		res.ReadyTimelines = append(res.ReadyTimelines, fmtTimeline(timelineOf()))
 	}
 	// P3: let them idle, then read memory and CPU.
 	time.Sleep(30 * time.Second)
@@ -208,22 +271,12 @@ func runClusterBench(ctx context.Context, res *ClusterResult, c client.Client) e
 		return err
 	}
 	measureRoll := func(patch string) (float64, int64, int64, error) {
-		load := startLoad(ctx, bc)
-		time.Sleep(2 * time.Second)
-		start := time.Now()
-		if err := c.Patch(ctx, ha, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
-			return 0, 0, 0, err
-		}
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		defer cancel()
-		time.Sleep(time.Second)
-		err := waitRolled(wctx, c, ha)
-		took := time.Since(start).Seconds()
-		time.Sleep(2 * time.Second)
-		ok, failed := load.stop()
+		took, ok, failed, tl, err := measureRollout(ctx, c, ha, bc, patch)
+		lastTimeline = tl
 		return took, ok, failed, err
 	}
 	res.UpgradeSeconds, res.UpgradeRequests, res.UpgradeFailed, err = measureRoll(`{"spec":{"version":"v1.34.4"}}`)
+	res.UpgradeTimeline = fmtTimeline(lastTimeline)
 	fmt.Printf("HA upgrade v1.33.13 → v1.34.4: %.1fs, %d requests, %d failed\n", res.UpgradeSeconds, res.UpgradeRequests, res.UpgradeFailed)
 	if err != nil {
 		return err
@@ -232,6 +285,34 @@ func runClusterBench(ctx context.Context, res *ClusterResult, c client.Client) e
 	res.RotateSeconds, rotReq, res.RotateFailed, err = measureRoll(fmt.Sprintf(`{"metadata":{"annotations":{%q:"bench-%d"}}}`, cluster.AnnRotate, time.Now().Unix()))
 	fmt.Printf("HA certificate rotation (rolls every component): %.1fs, %d requests, %d failed\n", res.RotateSeconds, rotReq, res.RotateFailed)
 	return err
+}
+
+// measureRollout applies patch to a Ready cluster under client load and
+// waits until it is rolled out: how long that took, requests that succeeded
+// and failed, and the timeline of the new pods.
+func measureRollout(ctx context.Context, c client.Client, kc *clusterv1.KubeCluster, bc kubernetes.Interface, patch string) (float64, int64, int64, []string, error) {
+	load := startLoad(ctx, bc)
+	time.Sleep(2 * time.Second)
+	tl, err := startTimeline(ctx, c.(client.WithWatch), kc.Namespace)
+	if err != nil {
+		load.stop()
+		return 0, 0, 0, nil, err
+	}
+	start := time.Now()
+	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		load.stop()
+		return 0, 0, 0, tl.finish(), err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	time.Sleep(time.Second)
+	err = waitRolled(wctx, c, kc)
+	took := time.Since(start).Seconds()
+	time.Sleep(2 * time.Second)
+	ok, failed := load.stop()
+	steps := tl.finish()
+	fmt.Printf("rollout: %s\n", fmtTimeline(steps))
+	return took, ok, failed, steps, err
 }
 
 // waitRolled waits until every Deployment of the cluster runs its current
@@ -477,7 +558,13 @@ func writeClusters(dir string, res *ClusterResult) {
 	fmt.Fprintf(&b, "| | result | goal |\n|---|---|---|\n")
 	fmt.Fprintf(&b, "| P1 KubeCluster applied → Ready (apiserver /readyz, kcm + scheduler ready), 1-member etcd | median %.1fs of %v | ≤ 10 s |\n", median, fmtSeconds(res.ReadySeconds))
 	fmt.Fprintf(&b, "| P1 with a 3-member etcd | %.1fs | |\n", res.ReadySecondsEtcd3)
+	for i, tl := range res.ReadyTimelines {
+		fmt.Fprintf(&b, "| P1 run %d: where the time went | %s | |\n", i, tl)
+	}
 	fmt.Fprintf(&b, "| P2 HA (3 apiservers) minor upgrade v1.33.13 → v1.34.4 | %.1fs, %d failed of %d requests | ≤ 20 s, 0 failed |\n", res.UpgradeSeconds, res.UpgradeFailed, res.UpgradeRequests)
+	if res.UpgradeTimeline != "" {
+		fmt.Fprintf(&b, "| P2 upgrade: where the time went (new pods) | %s | |\n", res.UpgradeTimeline)
+	}
 	fmt.Fprintf(&b, "| P2 HA certificate rotation (rolls every component, like a patch upgrade) | %.1fs, %d failed | |\n", res.RotateSeconds, res.RotateFailed)
 	for i, r := range res.RSSMiB {
 		fmt.Fprintf(&b, "| P3 idle control plane %d (etcd + apiserver + kcm + scheduler) | private %d MiB (etcd %d, apiserver %d, kcm %d, scheduler %d); PSS %d MiB; RSS %d MiB; idle CPU %.0fm | ≤ 250 MiB |\n",

@@ -63,7 +63,16 @@ func main() {
 	out := flag.String("out", "bench/results", "directory for result files")
 	only := flag.String("only", "", "run one benchmark: platform, clusters or etcd (default: all)")
 	cold := flag.Bool("cold", false, "also measure a cold kok up: empty Go build cache and kok cache (rebuilds Kubernetes; ≈15 min on 2 cores)")
+	p1 := flag.Int("p1", 0, "development: create this many business clusters, one after another, on the running meta cluster of -p1-kubeconfig and print how long each took to be Ready, with its timeline (nothing is written)")
+	p2 := flag.Bool("p2", false, "development: with -p1, also time an HA upgrade")
+	kubeconfig := flag.String("p1-kubeconfig", "/var/lib/kok/kubeconfig", "meta cluster for -p1")
 	flag.Parse()
+	if *p1 > 0 {
+		if err := quickP1(*kubeconfig, *p1, *p2); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if os.Geteuid() != 0 {
 		log.Fatal("bench runs kok up: run it as root")
 	}
