@@ -185,6 +185,10 @@ func TestKubeCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("a node joins with a bootstrap token", func(t *testing.T) {
+		joinWithBootstrapToken(t, bc, businessRESTConfig(t, dir, name))
+	})
+
 	n := cluster.Names{Cluster: name, Namespace: name}
 	t.Run("deleted or edited objects come back", func(t *testing.T) {
 		kc := getCluster(t, c, name, name)
