@@ -125,7 +125,7 @@ func newGetCommand(g *globalOptions) *cobra.Command {
 	lo.bind(list)
 
 	ko := &metaOptions{localOptions: localOptions{globalOptions: g}}
-	var outFile string
+	var outFile, server string
 	kubeconfig := &cobra.Command{
 		Use: "kubeconfig NAME", Short: "Print a cluster's admin kubeconfig", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -141,6 +141,11 @@ func newGetCommand(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if server != "" {
+				if data, err = clusterctl.WithServer(data, server); err != nil {
+					return err
+				}
+			}
 			if outFile != "" {
 				return os.WriteFile(outFile, data, 0o600)
 			}
@@ -150,6 +155,7 @@ func newGetCommand(g *globalOptions) *cobra.Command {
 	}
 	ko.bind(kubeconfig)
 	kubeconfig.Flags().StringVarP(&outFile, "output-file", "o", "", "write to this file (mode 0600) instead of stdout")
+	kubeconfig.Flags().StringVar(&server, "server", "", "apiserver URL to put in the kubeconfig, e.g. a node address and node port or a load balancer (it must be in the serving certificate: spec.network.apiServer.certSANs)")
 
 	vo := &metaOptions{localOptions: localOptions{globalOptions: g}}
 	versions := &cobra.Command{

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
@@ -163,6 +165,21 @@ func Kubeconfig(ctx context.Context, c client.Client, kc *clusterv1.KubeCluster)
 		return nil, fmt.Errorf("admin kubeconfig of %s/%s: %w", kc.Namespace, kc.Name, err)
 	}
 	return s.Data[cluster.KeyKubeconfig], nil
+}
+
+// WithServer points every cluster of a kubeconfig at server.
+func WithServer(kubeconfig []byte, server string) ([]byte, error) {
+	cfg, err := clientcmd.Load(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	if u, err := url.Parse(server); err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("--server %q: want an https URL such as https://10.0.0.5:30643", server)
+	}
+	for _, cl := range cfg.Clusters {
+		cl.Server = server
+	}
+	return clientcmd.Write(*cfg)
 }
 
 // Delete deletes the cluster and waits until its teardown is done; a

@@ -24,8 +24,8 @@ import (
 	"k8s.io/client-go/util/keyutil"
 )
 
-// businessRESTConfig is a cluster's admin REST config, read with
-// `kok get kubeconfig`.
+// businessRESTConfig is a cluster's admin REST config, read the way a user
+// does, with `kok get kubeconfig`.
 func businessRESTConfig(t *testing.T, stateDir, name string) *rest.Config {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name+".kubeconfig")

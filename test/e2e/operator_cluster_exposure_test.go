@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -18,13 +19,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
-	"github.com/kubeonkube/kok/internal/clusterctl"
 )
 
 // TestKubeClusterExposureRotationPause: an apiserver Service of type
@@ -51,7 +50,9 @@ func TestKubeClusterExposureRotationPause(t *testing.T) {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}) })
+	t.Cleanup(func() {
+		_ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	})
 	kc := &clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: name}, Spec: clusterv1.KubeClusterSpec{
 		Version: "v1.34.4",
 		Network: clusterv1.NetworkSpec{APIServer: clusterv1.APIServerService{Type: corev1.ServiceTypeNodePort, NodePort: nodePort,
@@ -62,30 +63,6 @@ func TestKubeClusterExposureRotationPause(t *testing.T) {
 	}
 	waitClusterReady(t, c, kc, 4*time.Minute)
 
-	// The admin kubeconfig aimed at another address, as a user outside
-	// the meta cluster would use it.
-	clientAt := func(server string) kubernetes.Interface {
-		data, err := clusterctl.Kubeconfig(ctx, c, kc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := clientcmd.Load(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, cl := range cfg.Clusters {
-			if server != "" {
-				cl.Server = server
-			}
-		}
-		rc, err := clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc.Timeout = 10 * time.Second
-		return kubernetes.NewForConfigOrDie(rc)
-	}
-
 	t.Run("NodePort: the apiserver answers at a node address", func(t *testing.T) {
 		var svc corev1.Service
 		if err := c.Get(ctx, client.ObjectKey{Namespace: name, Name: n.Service()}, &svc); err != nil {
@@ -94,7 +71,11 @@ func TestKubeClusterExposureRotationPause(t *testing.T) {
 		if svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Spec.Ports[0].NodePort != nodePort {
 			t.Fatalf("Service %s type %s node port %d", svc.Name, svc.Spec.Type, svc.Spec.Ports[0].NodePort)
 		}
-		bc := clientAt(fmt.Sprintf("https://%s", net.JoinHostPort(nodeIP, fmt.Sprint(nodePort))))
+		// As a user outside the meta cluster gets it.
+		path := filepath.Join(t.TempDir(), "edge.kubeconfig")
+		mustKok(t, shared.stateDir, "get", "kubeconfig", name, "-n", name, "-o", path,
+			"--server", "https://"+net.JoinHostPort(nodeIP, fmt.Sprint(nodePort)))
+		bc := clientset(t, path)
 		eventually(t, time.Minute, "namespaces through the node port", func() error {
 			_, err := bc.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
 			return err
@@ -187,7 +168,7 @@ func TestKubeClusterExposureRotationPause(t *testing.T) {
 			}
 			return nil
 		})
-		if _, err := clientAt("").CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {
+		if _, err := businessClient(t, shared.stateDir, name).CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {
 			t.Fatalf("the new admin kubeconfig: %v", err)
 		}
 	})

@@ -51,9 +51,7 @@ func metaClient(t *testing.T, cfg *local.Config) client.Client {
 // with `kok get kubeconfig`.
 func businessClient(t *testing.T, stateDir, name string) kubernetes.Interface {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), name+".kubeconfig")
-	mustKok(t, stateDir, "get", "kubeconfig", name, "-o", path)
-	return clientset(t, path)
+	return kubernetes.NewForConfigOrDie(businessRESTConfig(t, stateDir, name))
 }
 
 func getCluster(t *testing.T, c client.Client, ns, name string) *clusterv1.KubeCluster {
