@@ -41,6 +41,10 @@ import (
 type Reconciler struct {
 	client.Client
 	Recorder record.EventRecorder
+	// APIReader reads certificate Secrets past the cache: a cache that has
+	// not seen a Secret this operator just wrote would have it issue the
+	// material again (a new CA, every pod rolled twice).
+	APIReader client.Reader
 	// ImageRegistry prefixes catalog images (one override for air-gapped
 	// sites).
 	ImageRegistry string
@@ -68,6 +72,9 @@ type Reconciler struct {
 
 // SetupWithManager registers the controller.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorderFor("cluster-operator")
 	}
@@ -454,7 +461,7 @@ func (r *Reconciler) ensurePKI(ctx context.Context, kc *clusterv1.KubeCluster, n
 	owned := map[string]bool{}
 	for _, name := range n.secretNames() {
 		var s corev1.Secret
-		if err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: name}, &s); apierrors.IsNotFound(err) {
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: name}, &s); apierrors.IsNotFound(err) {
 			continue
 		} else if err != nil {
 			return err

@@ -32,6 +32,10 @@ import (
 type Reconciler struct {
 	client.Client
 	Recorder record.EventRecorder
+	// APIReader reads certificate Secrets past the cache: a cache that has
+	// not seen a Secret this operator just wrote would have it issue the
+	// material again (a new CA, every pod rolled twice).
+	APIReader client.Reader
 	// ImageRegistry prefixes every image (one override for air-gapped sites).
 	ImageRegistry string
 	// Domain is the meta cluster's DNS domain.
@@ -48,6 +52,9 @@ type Reconciler struct {
 
 // SetupWithManager registers the controller.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorderFor("etcd-operator")
 	}
@@ -518,7 +525,7 @@ func (r *Reconciler) ensureBase(ctx context.Context, e *etcdv1.EtcdCluster, n Na
 	have := Certs{}
 	for name, dst := range map[string]*SecretData{n.CASecret(): &have.CA, n.ServerSecret(): &have.Server, n.ClientSecret(): &have.Client} {
 		var s corev1.Secret
-		if err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: name}, &s); err == nil {
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: name}, &s); err == nil {
 			*dst = s.Data
 		} else if !apierrors.IsNotFound(err) {
 			return Certs{}, err
