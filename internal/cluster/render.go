@@ -204,7 +204,7 @@ func APIServerDeployment(in RenderInput) *appsv1.Deployment {
 	d := deployment(in, APIServer, c, []corev1.Volume{projected("pki", files)})
 	// Time for a terminating apiserver to leave the endpoints and drain.
 	d.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](45)
-	return d
+	return recordTemplate(d)
 }
 
 // ControllerManagerDeployment renders the controller-managers.
@@ -248,8 +248,8 @@ func ControllerManagerDeployment(in RenderInput) *appsv1.Deployment {
 		{Name: "pki", MountPath: pkiDir, ReadOnly: true},
 		{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true},
 	}
-	return deployment(in, ControllerManager, c, []corev1.Volume{projected("pki", files),
-		projected("kubeconfig", []projection{{n.ControllerManagerKubeconfig(), KeyKubeconfig, "kubeconfig"}})})
+	return recordTemplate(deployment(in, ControllerManager, c, []corev1.Volume{projected("pki", files),
+		projected("kubeconfig", []projection{{n.ControllerManagerKubeconfig(), KeyKubeconfig, "kubeconfig"}})}))
 }
 
 // SchedulerDeployment renders the schedulers.
@@ -269,8 +269,8 @@ func SchedulerDeployment(in RenderInput) *appsv1.Deployment {
 		SchedulerPort, resources("20m", "48Mi"))
 	setProbes(&c, "/healthz", "/healthz", SchedulerPort)
 	c.VolumeMounts = []corev1.VolumeMount{{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true}}
-	return deployment(in, Scheduler, c, []corev1.Volume{
-		projected("kubeconfig", []projection{{n.SchedulerKubeconfig(), KeyKubeconfig, "kubeconfig"}})})
+	return recordTemplate(deployment(in, Scheduler, c, []corev1.Volume{
+		projected("kubeconfig", []projection{{n.SchedulerKubeconfig(), KeyKubeconfig, "kubeconfig"}})}))
 }
 
 // APIServerService renders the Service in front of the apiservers. ip, when
@@ -391,6 +391,12 @@ func deployment(in RenderInput, component string, c corev1.Container, volumes []
 			},
 		},
 	}
+	return d
+}
+
+// recordTemplate stores the finished pod template on the Deployment (see
+// AnnInputs); every renderer ends with it.
+func recordTemplate(d *appsv1.Deployment) *appsv1.Deployment {
 	tmpl, _ := json.Marshal(d.Spec.Template)
 	d.Annotations[AnnTemplate] = string(tmpl)
 	return d

@@ -144,6 +144,17 @@ func TestKubeCluster(t *testing.T) {
 		t.Fatalf("kok get clusters:\n%s", out)
 	}
 	bc := businessClient(t, dir, name)
+	// Rendered once: nothing the first passes wrote was issued or rendered
+	// a second time (each would roll the control plane as it started).
+	for _, comp := range []string{cluster.APIServer, cluster.ControllerManager, cluster.Scheduler} {
+		var d appsv1.Deployment
+		if err := c.Get(ctx, client.ObjectKey{Namespace: name, Name: cluster.Names{Cluster: name, Namespace: name}.Deployment(comp)}, &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Generation != 1 {
+			t.Errorf("%s Deployment at generation %d right after creation: it was rendered again", comp, d.Generation)
+		}
+	}
 
 	t.Run("the business cluster serves", func(t *testing.T) {
 		nss, err := bc.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})

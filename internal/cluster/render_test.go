@@ -1,0 +1,65 @@
+package cluster
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
+)
+
+func renderAll(in RenderInput) []*appsv1.Deployment {
+	return []*appsv1.Deployment{APIServerDeployment(in), ControllerManagerDeployment(in), SchedulerDeployment(in)}
+}
+
+func renderInput() RenderInput {
+	spec := &clusterv1.KubeClusterSpec{Version: "v1.34.4", ControlPlane: clusterv1.ControlPlaneSpec{Replicas: 3},
+		Network: clusterv1.NetworkSpec{ServiceCIDR: "10.96.0.0/12", DNSDomain: "cluster.local"}}
+	return RenderInput{Names: Names{Cluster: "c", Namespace: "ns"}, Spec: spec,
+		Catalog:    &clusterv1.KubernetesVersionSpec{Version: "v1.34.4", Images: clusterv1.ComponentImages{APIServer: "kube-apiserver:v1.34.4"}},
+		ConfigHash: "h1", EtcdServers: "https://etcd:2379", EtcdPrefix: "/registry", ServiceIP: "10.201.0.9"}
+}
+
+// The recorded template is the whole template, as applied: kept again, it
+// must not differ (a difference rolls the pods).
+func TestRecordedTemplateIsTheTemplate(t *testing.T) {
+	for _, d := range renderAll(renderInput()) {
+		var rec corev1.PodTemplateSpec
+		if err := json.Unmarshal([]byte(d.Annotations[AnnTemplate]), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(rec, d.Spec.Template) {
+			t.Errorf("%s: recorded template differs from the rendered one", d.Name)
+		}
+	}
+}
+
+func TestKeepTemplate(t *testing.T) {
+	in := renderInput()
+	prev := APIServerDeployment(in)
+	// An older kok rendered it differently.
+	prev.Spec.Template.Spec.Containers[0].Args = append(prev.Spec.Template.Spec.Containers[0].Args, "--older-kok")
+	prev = recordTemplate(prev)
+
+	same := APIServerDeployment(in)
+	if !KeepTemplate(prev, same) || !reflect.DeepEqual(same.Spec.Template, prev.Spec.Template) {
+		t.Fatal("same inputs: the earlier template must be kept")
+	}
+	in.ConfigHash = "h2" // new certificates
+	changed := APIServerDeployment(in)
+	if KeepTemplate(prev, changed) || reflect.DeepEqual(changed.Spec.Template, prev.Spec.Template) {
+		t.Fatal("changed inputs: the current rendering must be applied")
+	}
+	if KeepTemplate(nil, changed) {
+		t.Fatal("nothing to keep without an earlier Deployment")
+	}
+	// Replicas are not in the template: scaling re-renders nothing.
+	scaled := renderInput()
+	scaled.Spec.ControlPlane.Replicas = 5
+	if APIServerDeployment(scaled).Annotations[AnnInputs] != APIServerDeployment(renderInput()).Annotations[AnnInputs] {
+		t.Fatal("replicas changed the inputs hash")
+	}
+}
