@@ -178,6 +178,18 @@ func clusterCreator(ctx context.Context, c client.Client) (createFunc, func() []
 		}
 		took := time.Since(start).Seconds()
 		fmt.Printf("%-10s Ready in %5.1fs\n", name, took)
+		// Beyond Ready: controller-manager and scheduler at work (each
+		// holds its lease in the business cluster).
+		for _, lease := range []string{"kube-controller-manager", "kube-scheduler"} {
+			for time.Since(start) < 2*time.Minute {
+				l, err := bc.CoordinationV1().Leases("kube-system").Get(ctx, lease, metav1.GetOptions{})
+				if err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" {
+					tl.markAt(lease+" lease held", time.Since(start))
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
 		return kc, took, nil
 	}
 	return create, func() []string { return lastTimeline }

@@ -77,11 +77,14 @@ func startTimeline(ctx context.Context, c client.WithWatch, ns string) (*timelin
 	return tl, nil
 }
 
-func (tl *timeline) mark(what string) {
+func (tl *timeline) mark(what string) { tl.markAt(what, time.Since(tl.start)) }
+
+// markAt records a milestone found by other means than the watches.
+func (tl *timeline) markAt(what string, at time.Duration) {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
 	if _, ok := tl.seen[what]; !ok {
-		tl.seen[what] = time.Since(tl.start)
+		tl.seen[what] = at
 	}
 }
 

@@ -602,7 +602,7 @@ func (r *Reconciler) render(component string, kc *clusterv1.KubeCluster, n Names
 		in.ConfigHash = hash(n.CASecret(), n.FrontProxyCASecret(), n.ServiceAccountSecret(), n.ControllerManagerKubeconfig())
 		return ControllerManagerDeployment(in)
 	default:
-		in.ConfigHash = hash(n.SchedulerKubeconfig())
+		in.ConfigHash = hash(n.CASecret(), n.FrontProxyCASecret(), n.SchedulerKubeconfig())
 		return SchedulerDeployment(in)
 	}
 }

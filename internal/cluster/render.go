@@ -255,21 +255,32 @@ func ControllerManagerDeployment(in RenderInput) *appsv1.Deployment {
 // SchedulerDeployment renders the schedulers.
 func SchedulerDeployment(in RenderInput) *appsv1.Deployment {
 	n, spec := in.Names, in.Spec
+	p := func(f string) string { return pkiDir + "/" + f }
 	kc := kubeconfigDir + "/kubeconfig"
 	base := map[string]string{
 		"authentication-kubeconfig": kc,
 		"authorization-kubeconfig":  kc,
 		"bind-address":              "0.0.0.0",
-		"kubeconfig":                kc,
-		"leader-elect":              "true",
-		"secure-port":               fmt.Sprint(SchedulerPort),
+		// Given the client CAs, the scheduler does not look them up in
+		// the business cluster as it starts: that lookup would hold its
+		// start (and its health endpoint) until an apiserver answers, or
+		// for a connect timeout while the Service has no endpoints yet.
+		"client-ca-file":               p("ca.crt"),
+		"requestheader-client-ca-file": p("front-proxy-ca.crt"),
+		"kubeconfig":                   kc,
+		"leader-elect":                 "true",
+		"secure-port":                  fmt.Sprint(SchedulerPort),
 	}
 	c := container(Scheduler, Image(in.Registry, in.Catalog.Images.Scheduler), spec.ControlPlane.Scheduler,
 		Args(base, in.Catalog.DefaultArgs.Scheduler, spec.ControlPlane.Scheduler.ExtraArgs),
 		SchedulerPort, resources("20m", "48Mi"))
 	setProbes(&c, "/healthz", "/healthz", SchedulerPort)
-	c.VolumeMounts = []corev1.VolumeMount{{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true}}
+	c.VolumeMounts = []corev1.VolumeMount{
+		{Name: "pki", MountPath: pkiDir, ReadOnly: true},
+		{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true},
+	}
 	return recordTemplate(deployment(in, Scheduler, c, []corev1.Volume{
+		projected("pki", []projection{{n.CASecret(), KeyCA, "ca.crt"}, {n.FrontProxyCASecret(), KeyCA, "front-proxy-ca.crt"}}),
 		projected("kubeconfig", []projection{{n.SchedulerKubeconfig(), KeyKubeconfig, "kubeconfig"}})}))
 }
 
