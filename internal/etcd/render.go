@@ -210,6 +210,18 @@ func quotaString(q *resource.Quantity) string {
 	return fmt.Sprint(q.Value())
 }
 
+// defaultRequests are what a member asks for when the spec asks for
+// nothing: a member is never BestEffort, the first to be starved of CPU
+// (and evicted) when the node is busy.
+var defaultRequests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}
+
+func memberResources(r corev1.ResourceRequirements) corev1.ResourceRequirements {
+	if len(r.Requests) == 0 && len(r.Limits) == 0 {
+		r.Requests = defaultRequests.DeepCopy()
+	}
+	return r
+}
+
 // MemberPod renders one member's pod.
 func MemberPod(n Names, e *etcdv1.EtcdCluster, member string, join Join, o PodOptions) *corev1.Pod {
 	labels := n.Selector()
@@ -297,7 +309,7 @@ func MemberPod(n Names, e *etcdv1.EtcdCluster, member string, join Join, o PodOp
 					p.FailureThreshold = 6
 					return p
 				}(),
-				Resources: e.Spec.Resources,
+				Resources: memberResources(e.Spec.Resources),
 				VolumeMounts: []corev1.VolumeMount{
 					{Name: "data", MountPath: dataMount},
 					{Name: "tls", MountPath: tlsMount, ReadOnly: true},

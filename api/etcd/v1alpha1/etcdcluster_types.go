@@ -48,7 +48,9 @@ type EtcdClusterSpec struct {
 	// +optional
 	Defrag *DefragPolicy `json:"defrag,omitempty"`
 
-	// Resources of each member's etcd container.
+	// Resources of each member's etcd container. When it sets neither
+	// requests nor limits, members request 100m CPU and 128Mi memory (never
+	// BestEffort).
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 
