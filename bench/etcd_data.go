@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,22 +126,39 @@ func benchBackupRestore(ctx context.Context, res *EtcdResult, c client.Client, c
 
 // benchThroughput compares the write throughput of the operator's cluster
 // with a 3-member cluster started by hand on this host (same etcd binary,
-// the same TLS certificates, loopback), taking the better of two rounds
-// each.
+// the same TLS certificates, loopback, in a CPU cgroup weighted like the
+// pods), each as its clients reach it — the operator's through its client
+// Service (status.clientEndpoint), the hand-started one with every member
+// listed — and the operator's also with every member listed: five
+// alternating rounds, medians compared (one round swings by ±10 %).
 func benchThroughput(ctx context.Context, res *EtcdResult, c client.Client, cacheDir string, e *etcdv1.EtcdCluster, cli *clientv3.Client) error {
 	hand, stop, err := handStartedEtcd(ctx, c, cacheDir, e)
 	if err != nil {
 		return fmt.Errorf("hand-started cluster: %w", err)
 	}
 	defer stop()
-	for range 2 {
-		op := writeRate(ctx, cli, 15*time.Second)
-		hs := writeRate(ctx, hand, 15*time.Second)
-		res.OperatorWritesPerSec = max(res.OperatorWritesPerSec, op)
-		res.HandWritesPerSec = max(res.HandWritesPerSec, hs)
-		fmt.Printf("writes/s: operator %.0f, hand-started %.0f\n", op, hs)
+	members, err := benchMemberClient(ctx, c, e)
+	if err != nil {
+		return err
 	}
+	defer members.Close()
+	var svcs, ops, hands []float64
+	for range 5 {
+		svc := writeRate(ctx, cli, 10*time.Second)
+		op := writeRate(ctx, members, 10*time.Second)
+		hs := writeRate(ctx, hand, 10*time.Second)
+		svcs, ops, hands = append(svcs, svc), append(ops, op), append(hands, hs)
+		fmt.Printf("writes/s: operator's through its Service %.0f, through every member %.0f; hand-started %.0f\n", svc, op, hs)
+	}
+	res.OperatorWritesPerSec, res.HandWritesPerSec = median(svcs), median(hands)
+	res.OperatorRounds, res.HandRounds, res.MemberRounds = svcs, hands, ops
 	return nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // writeRate runs 16 writers of 256-byte values for d and returns writes/s.
@@ -167,8 +185,30 @@ func writeRate(ctx context.Context, cli *clientv3.Client, d time.Duration) float
 	return float64(n.Load()) / d.Seconds()
 }
 
+// cpuPeerOfPods makes a CPU cgroup beside the local meta cluster's pods
+// (/kok) with their weight, so processes put in it compete for CPU on the
+// same footing as the pods; host processes outside any cgroup each weigh as
+// much as all pods together. It returns the function that adds a process
+// and the one that removes the cgroup; both do nothing without cgroup v1's
+// cpu hierarchy.
+func cpuPeerOfPods() (add func(pid int), remove func()) {
+	root := "/sys/fs/cgroup/cpu"
+	dir := filepath.Join(root, "kok-bench-hand")
+	shares, err := os.ReadFile(filepath.Join(root, "kok", "cpu.shares"))
+	if err != nil || os.MkdirAll(dir, 0o755) != nil {
+		return func(int) {}, func() {}
+	}
+	_ = os.WriteFile(filepath.Join(dir, "cpu.shares"), shares, 0o644)
+	return func(pid int) {
+			_ = os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(pid)), 0o644)
+		}, func() {
+			_ = os.Remove(dir)
+		}
+}
+
 // handStartedEtcd runs three etcd processes on loopback with the operator
-// cluster's certificates (they name localhost) and returns a client.
+// cluster's certificates (they name localhost), in a CPU cgroup weighted
+// like the meta cluster's pods, and returns a client.
 func handStartedEtcd(ctx context.Context, c client.Client, cacheDir string, e *etcdv1.EtcdCluster) (*clientv3.Client, func(), error) {
 	n := etcd.Names{Cluster: e.Name, Namespace: e.Namespace}
 	dir, err := os.MkdirTemp("", "kok-bench-hand-etcd-")
@@ -205,11 +245,13 @@ func handStartedEtcd(ctx context.Context, c client.Client, cacheDir string, e *e
 		initial = append(initial, fmt.Sprintf("h%d=https://localhost:%d", i, 32380+i))
 	}
 	var procs []*exec.Cmd
+	group, leave := cpuPeerOfPods()
 	stop := func() {
 		for _, p := range procs {
 			_ = p.Process.Kill()
 			_ = p.Wait()
 		}
+		leave()
 		_ = os.RemoveAll(dir)
 	}
 	crt, key := filepath.Join(dir, n.ServerSecret()+"-tls.crt"), filepath.Join(dir, n.ServerSecret()+"-tls.key")
@@ -231,6 +273,7 @@ func handStartedEtcd(ctx context.Context, c client.Client, cacheDir string, e *e
 			return nil, nil, err
 		}
 		procs = append(procs, cmd)
+		group(cmd.Process.Pid)
 	}
 	tlsCfg, err := etcd.ClientTLS(etcd.SecretData{"tls.crt": files[n.ClientSecret()+"-tls.crt"], "tls.key": files[n.ClientSecret()+"-tls.key"], "ca.crt": files["ca.crt"]})
 	if err != nil {

@@ -66,7 +66,18 @@ func main() {
 	p1 := flag.Int("p1", 0, "development: create this many business clusters, one after another, on the running meta cluster of -p1-kubeconfig and print how long each took to be Ready, with its timeline (nothing is written)")
 	p2 := flag.Bool("p2", false, "development: with -p1, also time an HA upgrade")
 	kubeconfig := flag.String("p1-kubeconfig", "/var/lib/kok/kubeconfig", "meta cluster for -p1")
+	etcdRate := flag.Int("etcd-rate", 0, "development: this many rounds of write rates on the running meta cluster of -p1-kubeconfig (members, Service, hand-started)")
 	flag.Parse()
+	if *etcdRate > 0 {
+		cacheDir := os.Getenv("KOK_CACHE_DIR")
+		if cacheDir == "" {
+			cacheDir = local.DefaultConfig().CacheDir
+		}
+		if err := quickEtcdRate(*kubeconfig, cacheDir, *etcdRate); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *p1 > 0 {
 		if err := quickP1(*kubeconfig, *p1, *p2); err != nil {
 			log.Fatal(err)

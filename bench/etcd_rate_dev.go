@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	"github.com/kubeonkube/kok/internal/manager"
+)
+
+// quickEtcdRate measures write rates on a running meta cluster, for
+// development: a 3-member EtcdCluster in namespace etcd-rate (made if
+// missing) through its members, its Service and a hand-started cluster.
+func quickEtcdRate(kubeconfig, cacheDir string, rounds int) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(rc, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	_ = c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "etcd-rate"}})
+	e := &etcdv1.EtcdCluster{ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: "etcd-rate"}, Spec: etcdv1.EtcdClusterSpec{Replicas: 3, Version: "v3.6.16"}}
+	_ = c.Create(ctx, e)
+	if err := waitVoters(ctx, c, e, 3, nil, 5*time.Minute); err != nil {
+		return err
+	}
+	svc, err := benchEtcdClient(ctx, c, e)
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	members, err := benchMemberClient(ctx, c, e)
+	if err != nil {
+		return err
+	}
+	defer members.Close()
+	hand, stop, err := handStartedEtcd(ctx, c, cacheDir, e)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	for range rounds {
+		fmt.Printf("writes/s: members %.0f, Service %.0f, hand-started %.0f\n",
+			writeRate(ctx, members, 10*time.Second), writeRate(ctx, svc, 10*time.Second), writeRate(ctx, hand, 10*time.Second))
+	}
+	return nil
+}
