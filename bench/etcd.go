@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log"
@@ -187,15 +186,8 @@ func benchEtcdClient(ctx context.Context, c client.Client, e *etcdv1.EtcdCluster
 	if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: n.ClientService()}, &svc); err != nil {
 		return nil, err
 	}
-	var s corev1.Secret
-	if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: n.ClientSecret()}, &s); err != nil {
-		return nil, err
-	}
-	tlsCfg, err := etcd.ClientTLS(s.Data)
-	if err != nil {
-		return nil, err
-	}
-	return dialVia(n.ClientEndpoint(), svc.Spec.ClusterIP, tlsCfg)
+	host := n.ClientService() + "." + n.Namespace + ".svc"
+	return dialMapped(ctx, c, e, []string{n.ClientEndpoint()}, map[string]string{host: svc.Spec.ClusterIP})
 }
 
 // benchMemberClient talks to every member at its own address, as a client
@@ -212,8 +204,15 @@ func benchMemberClient(ctx context.Context, c client.Client, e *etcdv1.EtcdClust
 		addr[n.MemberHost(p.Name)] = p.Status.PodIP
 		endpoints = append(endpoints, n.ClientURL(p.Name))
 	}
+	return dialMapped(ctx, c, e, endpoints, addr)
+}
+
+// dialMapped connects with the cluster's root client certificate to
+// endpoints whose host names addr maps to addresses (TLS still checks the
+// names).
+func dialMapped(ctx context.Context, c client.Client, e *etcdv1.EtcdCluster, endpoints []string, addr map[string]string) (*clientv3.Client, error) {
 	var s corev1.Secret
-	if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: n.ClientSecret()}, &s); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: etcd.Names{Cluster: e.Name, Namespace: e.Namespace}.ClientSecret()}, &s); err != nil {
 		return nil, err
 	}
 	tlsCfg, err := etcd.ClientTLS(s.Data)
@@ -228,18 +227,6 @@ func benchMemberClient(ctx context.Context, c client.Client, e *etcdv1.EtcdClust
 		return (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort(addr[host], port))
 	})
 	return clientv3.New(clientv3.Config{Endpoints: endpoints, TLS: tlsCfg, DialTimeout: 5 * time.Second,
-		DialOptions: []grpc.DialOption{dial}, Logger: zap.NewNop()})
-}
-
-func dialVia(endpoint, ip string, tlsCfg *tls.Config) (*clientv3.Client, error) {
-	dial := grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-		_, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		return (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort(ip, port))
-	})
-	return clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, TLS: tlsCfg, DialTimeout: 5 * time.Second,
 		DialOptions: []grpc.DialOption{dial}, Logger: zap.NewNop()})
 }
 
