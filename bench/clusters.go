@@ -90,11 +90,7 @@ func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, clie
 	if err != nil {
 		return err.Error()
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig())
-	if err != nil {
-		return err.Error()
-	}
-	c, err := client.NewWithWatch(rc, client.Options{Scheme: manager.Scheme()})
+	c, err := metaClient(cfg.Kubeconfig())
 	if err != nil {
 		return err.Error()
 	}
@@ -105,13 +101,18 @@ func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, clie
 	return ""
 }
 
-// quickP1 measures P1 (and P2) on a running meta cluster, for development.
-func quickP1(kubeconfig string, runs int, withP2 bool) error {
+// metaClient is a client (with watches) of the meta cluster of kubeconfig.
+func metaClient(kubeconfig string) (client.WithWatch, error) {
 	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c, err := client.NewWithWatch(rc, client.Options{Scheme: manager.Scheme()})
+	return client.NewWithWatch(rc, client.Options{Scheme: manager.Scheme()})
+}
+
+// quickP1 measures P1 (and P2) on a running meta cluster, for development.
+func quickP1(kubeconfig string, runs int, withP2 bool) error {
+	c, err := metaClient(kubeconfig)
 	if err != nil {
 		return err
 	}

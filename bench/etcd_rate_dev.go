@@ -7,22 +7,15 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
-	"github.com/kubeonkube/kok/internal/manager"
 )
 
 // quickEtcdRate measures write rates on a running meta cluster, for
 // development: a 3-member EtcdCluster in namespace etcd-rate (made if
 // missing) through its members, its Service and a hand-started cluster.
 func quickEtcdRate(kubeconfig, cacheDir string, rounds int) error {
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return err
-	}
-	c, err := client.New(rc, client.Options{Scheme: manager.Scheme()})
+	c, err := metaClient(kubeconfig)
 	if err != nil {
 		return err
 	}

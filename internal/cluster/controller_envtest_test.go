@@ -212,15 +212,9 @@ func TestReconcileOrder(t *testing.T) {
 	// A template rendered by another kok-manager version (marked here) is
 	// kept while its inputs stay the same: upgrading kok-manager does not
 	// roll a running control plane.
-	older := func(d *appsv1.Deployment) {
-		d.Spec.Template.Annotations["rendered-by"] = "an-older-kok"
-		tmpl, _ := json.Marshal(d.Spec.Template)
-		d.Annotations[cluster.AnnTemplate] = string(tmpl)
-	}
-	if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil {
-		t.Fatal(err)
-	}
-	older(&api)
+	api.Spec.Template.Annotations["rendered-by"] = "an-older-kok"
+	tmpl, _ := json.Marshal(api.Spec.Template)
+	api.Annotations[cluster.AnnTemplate] = string(tmpl)
 	// Applied as kok applies, so the current kok owns those fields.
 	applied := &appsv1.Deployment{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: metav1.ObjectMeta{Name: api.Name, Namespace: api.Namespace, Annotations: api.Annotations,

@@ -262,7 +262,7 @@ func Plan(o Observed) Step {
 			if m.Learner && !m.Started {
 				return Step{Action: ActWaitHealthy, Member: m.Name, Reason: "learner joining"}
 			}
-			if p := o.Pods[m.Name]; p.Version == o.Version && rollingOut(o) {
+			if !m.Learner && !stalePod(o, o.Pods[m.Name]) && len(staleVoters(o, voters)) > 0 {
 				return Step{Action: ActWaitHealthy, Member: m.Name, Reason: fmt.Sprintf(
 					"%s restarted at %s is not healthy yet: the rollout waits for it and changes no other member", m.Name, o.Version)}
 			}
@@ -289,13 +289,7 @@ func Plan(o Observed) Step {
 
 	// 8. Upgrade (a new version or changed settings), followers first; the
 	// leader last, after handing off.
-	var stale []Member
-	for _, m := range voters {
-		if stalePod(o, o.Pods[m.Name]) {
-			stale = append(stale, m)
-		}
-	}
-	if len(stale) > 0 {
+	if stale := staleVoters(o, voters); len(stale) > 0 {
 		sort.Slice(stale, func(i, j int) bool {
 			li, lj := stale[i].ID == o.LeaderID, stale[j].ID == o.LeaderID
 			if li != lj {
@@ -342,17 +336,16 @@ func Plan(o Observed) Step {
 	return Step{Action: ActNone}
 }
 
-// rollingOut: some voter still runs another version or other settings.
-func rollingOut(o Observed) bool {
-	for _, m := range o.Members {
-		if m.Learner {
-			continue
-		}
+// staleVoters are the voters whose pods run another version or other
+// settings than the spec's.
+func staleVoters(o Observed, voters []Member) []Member {
+	var stale []Member
+	for _, m := range voters {
 		if stalePod(o, o.Pods[m.Name]) {
-			return true
+			stale = append(stale, m)
 		}
 	}
-	return false
+	return stale
 }
 
 // stalePod: the pod runs another version, or settings other than the

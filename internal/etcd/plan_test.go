@@ -1,6 +1,9 @@
 package etcd
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 const v36, v35 = "v3.6.16", "v3.5.35"
 
@@ -300,5 +303,24 @@ func TestMemberNames(t *testing.T) {
 	}
 	if n := ordinal("etcd-a", "etcd-b-1"); n != -1 {
 		t.Fatal(n)
+	}
+}
+
+// While a rollout holds, Degraded names a member restarted with the new
+// version and settings, not one still waiting for its turn.
+func TestPlanSaysWhichMemberHoldsARollout(t *testing.T) {
+	three := []Member{healthy("c-0", 1), {Name: "c-1", ID: 2, Started: true}, healthy("c-2", 3)}
+	pods := func(c1 string) map[string]Pod {
+		return map[string]Pod{"c-0": {Ready: true, Version: v36, Config: "old"}, "c-1": {Version: v36, Config: c1},
+			"c-2": {Ready: true, Version: v36, Config: "old"}}
+	}
+	o := Observed{Cluster: "c", Replicas: 3, Version: v36, Config: "new", Reachable: true, LeaderID: 1, Members: three}
+	o.Pods = pods("new")
+	if st := Plan(o); st.Action != ActWaitHealthy || !strings.Contains(st.Reason, "rollout waits") {
+		t.Fatalf("restarted member unhealthy: %+v", st)
+	}
+	o.Pods = pods("old")
+	if st := Plan(o); st.Action != ActWaitHealthy || strings.Contains(st.Reason, "rollout waits") {
+		t.Fatalf("a member not restarted yet is not the one holding the rollout: %+v", st)
 	}
 }
