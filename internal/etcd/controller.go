@@ -116,7 +116,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 
-	obs := Observed{Cluster: e.Name, Replicas: int(e.Spec.Replicas), Version: e.Spec.Version, Pods: map[string]Pod{},
+	obs := Observed{Cluster: e.Name, Replicas: int(e.Spec.Replicas), Version: e.Spec.Version, Pods: map[string]Pod{}, LostVolumes: map[string]bool{},
 		Config:       ConfigHash(e, r.Image(e.Spec.Version)),
 		Bootstrapped: bootstrapped, DefragThreshold: 50, AuthWanted: e.Spec.EnableAuth}
 	if d := e.Spec.Defrag; d != nil {
@@ -136,7 +136,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	for _, p := range pods {
 		obs.Pods[p.Name] = observePod(&p)
 	}
-	if err := r.markLostVolumes(ctx, e, n, obs.Pods); err != nil {
+	if err := r.markLostVolumes(ctx, e, n, &obs); err != nil {
 		return ctrl.Result{}, err
 	}
 	if obs.KnownMembers, err = r.membersWithVolumes(ctx, e, n); err != nil {
@@ -212,20 +212,34 @@ func observePod(p *corev1.Pod) Pod {
 	return op
 }
 
-// markLostVolumes flags members whose claim is gone (the volume, and with
-// it the member's data, was lost).
-func (r *Reconciler) markLostVolumes(ctx context.Context, e *etcdv1.EtcdCluster, n Names, pods map[string]Pod) error {
+// markLostVolumes flags members whose claim is gone or being deleted (the
+// volume, and with it the member's data): on their pods, and in
+// obs.LostVolumes for members whose pod is gone too.
+func (r *Reconciler) markLostVolumes(ctx context.Context, e *etcdv1.EtcdCluster, n Names, obs *Observed) error {
 	if e.Spec.Storage.EmptyDir {
 		return nil
 	}
-	for name, p := range pods {
+	names := map[string]bool{}
+	for name := range obs.Pods {
+		names[name] = true
+	}
+	for _, m := range e.Status.Members {
+		names[m.Name] = true
+	}
+	for name := range names {
 		var pvc corev1.PersistentVolumeClaim
 		err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.PVC(name)}, &pvc)
-		if apierrors.IsNotFound(err) || (err == nil && (pvc.DeletionTimestamp != nil || pvc.Status.Phase == corev1.ClaimLost)) {
-			p.DataLost = true
-			pods[name] = p
-		} else if err != nil {
+		if err != nil && !apierrors.IsNotFound(err) {
 			return err
+		}
+		if !apierrors.IsNotFound(err) && pvc.DeletionTimestamp == nil && pvc.Status.Phase != corev1.ClaimLost {
+			continue
+		}
+		if p, ok := obs.Pods[name]; ok {
+			p.DataLost = true
+			obs.Pods[name] = p
+		} else {
+			obs.LostVolumes[name] = true
 		}
 	}
 	return nil

@@ -80,6 +80,9 @@ type Observed struct {
 	// KnownMembers are the members status last recorded whose volume still
 	// exists: when no member answers, their pods can still come back.
 	KnownMembers []string
+	// LostVolumes names members without a pod whose claim is gone or
+	// being deleted.
+	LostVolumes map[string]bool
 	// Bootstrapped: the cluster has been created before (status says so).
 	// A cluster that was bootstrapped and is unreachable is never
 	// bootstrapped again: that would split it.
@@ -220,7 +223,9 @@ func Plan(o Observed) Step {
 	// replaced: removed (if that keeps quorum), then re-added as a learner.
 	for _, m := range o.Members {
 		p, ok := o.Pods[m.Name]
-		if ok && p.DataLost {
+		// A member that has run keeps its data on its volume: with the pod
+		// and the claim both gone, a new pod would start empty.
+		if ok && p.DataLost || !ok && m.Started && o.LostVolumes[m.Name] {
 			if !m.Learner && healthyVoters-boolInt(m.Healthy) < quorumAfterRemove(len(voters)) {
 				return Step{Action: ActQuorumLost, Member: m.Name, Reason: "replacing this member now would lose quorum"}
 			}

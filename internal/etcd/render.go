@@ -310,6 +310,10 @@ func MemberPod(n Names, e *etcdv1.EtcdCluster, member string, join Join, o PodOp
 					return p
 				}(),
 				Resources: memberResources(e.Spec.Resources),
+				// etcd's last words (e.g. "has already been bootstrapped":
+				// its data is gone) become the termination message the
+				// operator reads.
+				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 				VolumeMounts: []corev1.VolumeMount{
 					{Name: "data", MountPath: dataMount},
 					{Name: "tls", MountPath: tlsMount, ReadOnly: true},
