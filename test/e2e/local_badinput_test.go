@@ -20,6 +20,11 @@ func TestUpRefusesBadConditions(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("the e2e tests need root")
 	}
+	// The checks below look for the bridge and the guard on the host: they
+	// hold only when no other meta cluster runs here.
+	if err := exec.Command("ip", "link", "show", "kok0").Run(); err == nil {
+		t.Fatal("bridge kok0 exists before the test: another kok meta cluster runs on this host (stop it with 'kok down --state-dir DIR')")
+	}
 	t.Run("not root", func(t *testing.T) {
 		state := t.TempDir()
 		cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", kokBin(t), "up", "--state-dir", state)
