@@ -63,3 +63,26 @@ func TestKeepTemplate(t *testing.T) {
 		t.Fatal("replicas changed the inputs hash")
 	}
 }
+
+// Every component gets kok's GC target; a KubeCluster's GOGC replaces it.
+func TestDefaultGOGC(t *testing.T) {
+	gogc := func(d *appsv1.Deployment) []string {
+		var v []string
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "GOGC" {
+				v = append(v, e.Value)
+			}
+		}
+		return v
+	}
+	in := renderInput()
+	for _, d := range renderAll(in) {
+		if got := gogc(d); !reflect.DeepEqual(got, []string{DefaultGOGC}) {
+			t.Errorf("%s: GOGC %v, want [%s]", d.Name, got, DefaultGOGC)
+		}
+	}
+	in.Spec.ControlPlane.Scheduler.Env = []corev1.EnvVar{{Name: "GOGC", Value: "25"}, {Name: "X", Value: "y"}}
+	if got := gogc(SchedulerDeployment(in)); !reflect.DeepEqual(got, []string{"25"}) {
+		t.Errorf("scheduler with GOGC=25 in its env: GOGC %v", got)
+	}
+}
