@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -136,10 +138,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	for _, p := range pods {
 		obs.Pods[p.Name] = observePod(&p)
 	}
-	if err := r.markLostVolumes(ctx, e, n, &obs); err != nil {
-		return ctrl.Result{}, err
-	}
-	if obs.KnownMembers, err = r.membersWithVolumes(ctx, e, n); err != nil {
+	if err := r.observeVolumes(ctx, e, n, &obs); err != nil {
 		return ctrl.Result{}, err
 	}
 	members, clusterID := r.observeEtcd(ctx, n, pods, tlsCfg, &obs)
@@ -212,59 +211,39 @@ func observePod(p *corev1.Pod) Pod {
 	return op
 }
 
-// markLostVolumes flags members whose claim is gone or being deleted (the
-// volume, and with it the member's data): on their pods, and in
-// obs.LostVolumes for members whose pod is gone too.
-func (r *Reconciler) markLostVolumes(ctx context.Context, e *etcdv1.EtcdCluster, n Names, obs *Observed) error {
+// observeVolumes reads the claim of every member with a pod or in status
+// once: a claim gone, being deleted or lost took the member's data with it
+// (obs.LostVolumes); a voter status recorded whose claim is still there can
+// come back on it (obs.KnownMembers).
+func (r *Reconciler) observeVolumes(ctx context.Context, e *etcdv1.EtcdCluster, n Names, obs *Observed) error {
 	if e.Spec.Storage.EmptyDir {
 		return nil
 	}
-	names := map[string]bool{}
-	for name := range obs.Pods {
-		names[name] = true
-	}
+	voters := map[string]bool{}
 	for _, m := range e.Status.Members {
-		names[m.Name] = true
+		voters[m.Name] = m.Role != etcdv1.RoleLearner
 	}
-	for name := range names {
+	names := slices.Collect(maps.Keys(voters))
+	for name := range obs.Pods {
+		if _, ok := voters[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	for _, name := range names {
 		var pvc corev1.PersistentVolumeClaim
 		err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.PVC(name)}, &pvc)
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
-		if !apierrors.IsNotFound(err) && pvc.DeletionTimestamp == nil && pvc.Status.Phase != corev1.ClaimLost {
-			continue
-		}
-		if p, ok := obs.Pods[name]; ok {
-			p.DataLost = true
-			obs.Pods[name] = p
-		} else {
+		present := err == nil && pvc.DeletionTimestamp == nil
+		if !present || pvc.Status.Phase == corev1.ClaimLost {
 			obs.LostVolumes[name] = true
+		}
+		if present && voters[name] {
+			obs.KnownMembers = append(obs.KnownMembers, name)
 		}
 	}
 	return nil
-}
-
-// membersWithVolumes lists the members status recorded whose claim is
-// still there (with emptyDir storage a lost pod took its data along).
-func (r *Reconciler) membersWithVolumes(ctx context.Context, e *etcdv1.EtcdCluster, n Names) ([]string, error) {
-	if e.Spec.Storage.EmptyDir {
-		return nil, nil
-	}
-	var out []string
-	for _, m := range e.Status.Members {
-		if m.Role == etcdv1.RoleLearner {
-			continue
-		}
-		var pvc corev1.PersistentVolumeClaim
-		err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.PVC(m.Name)}, &pvc)
-		if err == nil && pvc.DeletionTimestamp == nil {
-			out = append(out, m.Name)
-		} else if err != nil && !apierrors.IsNotFound(err) {
-			return nil, err
-		}
-	}
-	return out, nil
 }
 
 // observeEtcd asks the members about membership and each one's state.

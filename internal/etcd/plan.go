@@ -47,8 +47,8 @@ type Pod struct {
 	Config string
 	// Terminating: the pod is being deleted.
 	Terminating bool
-	// DataLost: the member's volume is gone or unusable (a fresh volume
-	// for an already-bootstrapped member, or a member etcd refused).
+	// DataLost: etcd refused the member as already bootstrapped (its data
+	// directory is gone).
 	DataLost bool
 }
 
@@ -80,8 +80,8 @@ type Observed struct {
 	// KnownMembers are the members status last recorded whose volume still
 	// exists: when no member answers, their pods can still come back.
 	KnownMembers []string
-	// LostVolumes names members without a pod whose claim is gone or
-	// being deleted.
+	// LostVolumes names members whose claim is gone, being deleted or
+	// lost, and with it their data.
 	LostVolumes map[string]bool
 	// Bootstrapped: the cluster has been created before (status says so).
 	// A cluster that was bootstrapped and is unreachable is never
@@ -223,9 +223,9 @@ func Plan(o Observed) Step {
 	// replaced: removed (if that keeps quorum), then re-added as a learner.
 	for _, m := range o.Members {
 		p, ok := o.Pods[m.Name]
-		// A member that has run keeps its data on its volume: with the pod
-		// and the claim both gone, a new pod would start empty.
-		if ok && p.DataLost || !ok && m.Started && o.LostVolumes[m.Name] {
+		// Without its claim a member's pod would start empty; a learner
+		// that never ran and has no pod yet just gets its first claim.
+		if ok && p.DataLost || o.LostVolumes[m.Name] && (ok || m.Started) {
 			if !m.Learner && healthyVoters-boolInt(m.Healthy) < quorumAfterRemove(len(voters)) {
 				return Step{Action: ActQuorumLost, Member: m.Name, Reason: "replacing this member now would lose quorum"}
 			}
