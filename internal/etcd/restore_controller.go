@@ -53,7 +53,16 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.Get(ctx, req.NamespacedName, rs); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if rs.DeletionTimestamp != nil || rs.Status.Finished != nil {
+	if rs.DeletionTimestamp != nil {
+		return ctrl.Result{}, nil
+	}
+	if rs.Status.Finished != nil {
+		// A drill's cluster goes only once its outcome is recorded: were
+		// it deleted first, a pass reading an older copy of the restore
+		// would find it gone and record a failure over the result.
+		if rs.Spec.Drill {
+			return ctrl.Result{}, r.deleteDrillCluster(ctx, rs)
+		}
 		return ctrl.Result{}, nil
 	}
 	before := rs.DeepCopy()
@@ -201,12 +210,21 @@ func (r *RestoreReconciler) reconcile(ctx context.Context, rs *etcdv1.EtcdRestor
 	default:
 		r.succeed(rs, "Restored", fmt.Sprintf("EtcdCluster %s restored from %s, revision %d → %d (%s)", e.Name, snap.Location, snap.Revision, rev, took))
 	}
-	if rs.Spec.Drill {
-		if err := r.Delete(ctx, e); err != nil && !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, err
-		}
-	}
 	return ctrl.Result{}, nil
+}
+
+// deleteDrillCluster removes the throw-away cluster a finished drill made
+// (never a cluster it did not create).
+func (r *RestoreReconciler) deleteDrillCluster(ctx context.Context, rs *etcdv1.EtcdRestore) error {
+	e := &etcdv1.EtcdCluster{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: rs.Spec.ClusterName}, e)
+	if apierrors.IsNotFound(err) || (err == nil && (e.Annotations[AnnRestoredBy] != string(rs.UID) || e.DeletionTimestamp != nil)) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return client.IgnoreNotFound(r.Delete(ctx, e))
 }
 
 // SupportedRestoreVersion is the etcd release restored clusters start at.
