@@ -58,14 +58,22 @@ type ClusterResult struct {
 	RSSMiB []map[string]int `json:"rssMiB"`
 	// IdleCPUMillicores per idle control plane.
 	IdleCPUMillicores []float64 `json:"idleCPUMillicores"`
-	// DenseRSSMiB and DenseIdleCPUMillicores: the same with GOGC=25 on
-	// apiserver, controller-manager and scheduler (spec.controlPlane.*.env).
-	DenseRSSMiB            map[string]int `json:"denseRSSMiB"`
-	DenseIdleCPUMillicores float64        `json:"denseIdleCPUMillicores"`
+	// GCVariants: one more idle control plane with another GOGC on
+	// apiserver, controller-manager and scheduler (spec.controlPlane.*.env)
+	// than kok's default.
+	GCVariants []GCVariant `json:"gcVariants"`
 	// Capacity estimates how many idle control planes fit on this node.
 	CapacityByMemory int    `json:"capacityByMemory"`
 	CapacityByCPU    int    `json:"capacityByCPU"`
 	Err              string `json:"error,omitempty"`
+}
+
+// GCVariant is an idle control plane run with GOGC set in its env.
+type GCVariant struct {
+	GOGC              string         `json:"gogc"`
+	ReadySeconds      float64        `json:"readySeconds"`
+	RSSMiB            map[string]int `json:"rssMiB"`
+	IdleCPUMillicores float64        `json:"idleCPUMillicores"`
 }
 
 func benchClusters(out, kokBin, cacheDir string) {
@@ -235,29 +243,15 @@ func runClusterBench(ctx context.Context, res *ClusterResult, c client.Client) e
 	if meanCPU > 0 {
 		res.CapacityByCPU = int(float64(res.Machine.CPUs*1000) * 0.8 / meanCPU)
 	}
-	// The same idle control plane tuned for density.
-	dense := &clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{Name: "p3-dense", Namespace: "p1-0"}}
-	dense.Spec.Version = "v1.34.4"
-	gogc := []corev1.EnvVar{{Name: "GOGC", Value: "25"}}
-	dense.Spec.ControlPlane.APIServer.Env = gogc
-	dense.Spec.ControlPlane.ControllerManager.Env = gogc
-	dense.Spec.ControlPlane.Scheduler.Env = gogc
-	if err := c.Create(ctx, dense); err != nil {
-		return err
-	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	err := clusterctl.Wait(wctx, c, dense, io.Discard)
-	cancel()
-	if err != nil {
-		return err
-	}
-	time.Sleep(30 * time.Second)
-	if res.DenseRSSMiB, res.DenseIdleCPUMillicores, err = controlPlaneUsage(ctx, c, dense, 20*time.Second, dense.Name); err != nil {
-		return err
-	}
-	fmt.Printf("%-10s RSS %v MiB, idle CPU %.0fm\n", dense.Name, res.DenseRSSMiB, res.DenseIdleCPUMillicores)
-	if err := clusterctl.Delete(ctx, c, dense, io.Discard); err != nil {
-		return err
+	// The same idle control plane with another GC target: 25 for density,
+	// 100 (Go's own) for what kok's default saves.
+	for _, gogc := range []string{"25", "100"} {
+		v, err := gcVariant(ctx, c, "p3-gogc-"+gogc, gogc)
+		if err != nil {
+			return err
+		}
+		res.GCVariants = append(res.GCVariants, v)
+		fmt.Printf("GOGC=%-4s ready in %.1fs, RSS %v MiB, idle CPU %.0fm\n", gogc, v.ReadySeconds, v.RSSMiB, v.IdleCPUMillicores)
 	}
 	for _, kc := range singles {
 		if err := clusterctl.Delete(ctx, c, kc, io.Discard); err != nil {
@@ -419,6 +413,34 @@ func (l *load) stop() (int64, int64) {
 
 // controlPlaneUsage sums RSS (MiB, by component) and CPU (millicores over
 // window) of a cluster's pods: etcd, apiserver, controller-manager, scheduler.
+// gcVariant creates an idle control plane (namespace p1-0) whose three
+// Kubernetes components run with GOGC=gogc, measures it and deletes it.
+func gcVariant(ctx context.Context, c client.Client, name, gogc string) (GCVariant, error) {
+	v := GCVariant{GOGC: gogc}
+	kc := &clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "p1-0"}}
+	kc.Spec.Version = "v1.34.4"
+	env := []corev1.EnvVar{{Name: "GOGC", Value: gogc}}
+	kc.Spec.ControlPlane.APIServer.Env = env
+	kc.Spec.ControlPlane.ControllerManager.Env = env
+	kc.Spec.ControlPlane.Scheduler.Env = env
+	start := time.Now()
+	if err := c.Create(ctx, kc); err != nil {
+		return v, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	err := clusterctl.Wait(wctx, c, kc, io.Discard)
+	cancel()
+	if err != nil {
+		return v, err
+	}
+	v.ReadySeconds = time.Since(start).Seconds()
+	time.Sleep(30 * time.Second)
+	if v.RSSMiB, v.IdleCPUMillicores, err = controlPlaneUsage(ctx, c, kc, 20*time.Second, name); err != nil {
+		return v, err
+	}
+	return v, clusterctl.Delete(ctx, c, kc, io.Discard)
+}
+
 func controlPlaneUsage(ctx context.Context, c client.Client, kc *clusterv1.KubeCluster, window time.Duration, instance string) (map[string]int, float64, error) {
 	var pods corev1.PodList
 	if err := c.List(ctx, &pods, client.InNamespace(kc.Namespace)); err != nil {
@@ -580,14 +602,15 @@ func writeClusters(dir string, res *ClusterResult) {
 	}
 	fmt.Fprintf(&b, "| P2 HA certificate rotation (rolls every component, like a patch upgrade) | %.1fs, %d failed | |\n", res.RotateSeconds, res.RotateFailed)
 	for i, r := range res.RSSMiB {
-		fmt.Fprintf(&b, "| P3 idle control plane %d (etcd + apiserver + kcm + scheduler) | private %d MiB (etcd %d, apiserver %d, kcm %d, scheduler %d); PSS %d MiB; RSS %d MiB; idle CPU %.0fm | ≤ 250 MiB |\n",
-			i, r["total/private"], r["etcd/private"], r[cluster.APIServer+"/private"], r[cluster.ControllerManager+"/private"], r[cluster.Scheduler+"/private"],
+		fmt.Fprintf(&b, "| P3 idle control plane %d (etcd + apiserver + kcm + scheduler; GOGC=%s, kok's default) | private %d MiB (etcd %d, apiserver %d, kcm %d, scheduler %d); PSS %d MiB; RSS %d MiB; idle CPU %.0fm | ≤ 250 MiB |\n",
+			i, cluster.DefaultGOGC, r["total/private"], r["etcd/private"], r[cluster.APIServer+"/private"], r[cluster.ControllerManager+"/private"], r[cluster.Scheduler+"/private"],
 			r["total/pss"], r["total"], res.IdleCPUMillicores[i])
 	}
-	if r := res.DenseRSSMiB; r != nil {
-		fmt.Fprintf(&b, "| P3 idle control plane with GOGC=25 (`spec.controlPlane.*.env`) | private %d MiB (etcd %d, apiserver %d, kcm %d, scheduler %d); PSS %d MiB; RSS %d MiB; idle CPU %.0fm | ≤ 250 MiB |\n",
-			r["total/private"], r["etcd/private"], r[cluster.APIServer+"/private"], r[cluster.ControllerManager+"/private"], r[cluster.Scheduler+"/private"],
-			r["total/pss"], r["total"], res.DenseIdleCPUMillicores)
+	for _, v := range res.GCVariants {
+		r := v.RSSMiB
+		fmt.Fprintf(&b, "| P3 idle control plane with GOGC=%s (`spec.controlPlane.*.env`; Ready in %.1fs) | private %d MiB (etcd %d, apiserver %d, kcm %d, scheduler %d); PSS %d MiB; RSS %d MiB; idle CPU %.0fm | |\n",
+			v.GOGC, v.ReadySeconds, r["total/private"], r["etcd/private"], r[cluster.APIServer+"/private"], r[cluster.ControllerManager+"/private"], r[cluster.Scheduler+"/private"],
+			r["total/pss"], r["total"], v.IdleCPUMillicores)
 	}
 	fmt.Fprintf(&b, "| P3 control planes one meta node holds (idle) | %d by memory, %d by CPU (80%% of %d cores) | |\n", res.CapacityByMemory, res.CapacityByCPU, m.CPUs)
 	fmt.Fprintf(&b, "\nRSS counts the pages of the Kubernetes binary in every process; they are shared by every control plane of a "+

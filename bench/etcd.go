@@ -150,7 +150,7 @@ func runEtcdBench(ctx context.Context, res *EtcdResult, c client.Client, cfg *lo
 	if err != nil {
 		return err
 	}
-	if err := benchThroughput(ctx, res, c, cacheDir, e, cli); err != nil {
+	if err := benchThroughput(ctx, res, c, cacheDir, e, cli, 5); err != nil {
 		return err
 	}
 	return benchBackupRestore(ctx, res, c, cfg, e, cli)

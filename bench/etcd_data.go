@@ -129,9 +129,9 @@ func benchBackupRestore(ctx context.Context, res *EtcdResult, c client.Client, c
 // the same TLS certificates, loopback, in a CPU cgroup weighted like the
 // pods), each as its clients reach it — the operator's through its client
 // Service (status.clientEndpoint), the hand-started one with every member
-// listed — and the operator's also with every member listed: five
-// alternating rounds, medians compared (one round swings by ±10 %).
-func benchThroughput(ctx context.Context, res *EtcdResult, c client.Client, cacheDir string, e *etcdv1.EtcdCluster, cli *clientv3.Client) error {
+// listed — and the operator's also with every member listed: alternating
+// rounds, medians compared (one round swings by ±10 %).
+func benchThroughput(ctx context.Context, res *EtcdResult, c client.Client, cacheDir string, e *etcdv1.EtcdCluster, cli *clientv3.Client, rounds int) error {
 	hand, stop, err := handStartedEtcd(ctx, c, cacheDir, e)
 	if err != nil {
 		return fmt.Errorf("hand-started cluster: %w", err)
@@ -143,7 +143,7 @@ func benchThroughput(ctx context.Context, res *EtcdResult, c client.Client, cach
 	}
 	defer members.Close()
 	var svcs, ops, hands []float64
-	for range 5 {
+	for range rounds {
 		svc := writeRate(ctx, cli, 10*time.Second)
 		op := writeRate(ctx, members, 10*time.Second)
 		hs := writeRate(ctx, hand, 10*time.Second)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,7 +12,8 @@ import (
 
 // quickEtcdRate measures write rates on a running meta cluster, for
 // development: a 3-member EtcdCluster in namespace etcd-rate (made if
-// missing) through its members, its Service and a hand-started cluster.
+// missing) through its Service and its members, and a hand-started cluster
+// (each round is printed).
 func quickEtcdRate(kubeconfig, cacheDir string, rounds int) error {
 	c, err := metaClient(kubeconfig)
 	if err != nil {
@@ -31,19 +31,5 @@ func quickEtcdRate(kubeconfig, cacheDir string, rounds int) error {
 		return err
 	}
 	defer svc.Close()
-	members, err := benchMemberClient(ctx, c, e)
-	if err != nil {
-		return err
-	}
-	defer members.Close()
-	hand, stop, err := handStartedEtcd(ctx, c, cacheDir, e)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	for range rounds {
-		fmt.Printf("writes/s: members %.0f, Service %.0f, hand-started %.0f\n",
-			writeRate(ctx, members, 10*time.Second), writeRate(ctx, svc, 10*time.Second), writeRate(ctx, hand, 10*time.Second))
-	}
-	return nil
+	return benchThroughput(ctx, &EtcdResult{}, c, cacheDir, e, svc, rounds)
 }

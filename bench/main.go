@@ -68,11 +68,11 @@ func main() {
 	kubeconfig := flag.String("p1-kubeconfig", "/var/lib/kok/kubeconfig", "meta cluster for -p1")
 	etcdRate := flag.Int("etcd-rate", 0, "development: this many rounds of write rates on the running meta cluster of -p1-kubeconfig (members, Service, hand-started)")
 	flag.Parse()
+	cacheDir := os.Getenv("KOK_CACHE_DIR")
+	if cacheDir == "" {
+		cacheDir = local.DefaultConfig().CacheDir
+	}
 	if *etcdRate > 0 {
-		cacheDir := os.Getenv("KOK_CACHE_DIR")
-		if cacheDir == "" {
-			cacheDir = local.DefaultConfig().CacheDir
-		}
 		if err := quickEtcdRate(*kubeconfig, cacheDir, *etcdRate); err != nil {
 			log.Fatal(err)
 		}
@@ -101,10 +101,6 @@ func main() {
 	res := &Result{Benchmark: "platform: kok up", Time: time.Now().UTC(), Commit: gitCommit(), Machine: machine(),
 		Goals: []string{"warm kok up ≤ 60 s to node Ready and kok-manager Ready", "cold kok up ≤ 15 min on 2 cores"}}
 
-	cacheDir := os.Getenv("KOK_CACHE_DIR")
-	if cacheDir == "" {
-		cacheDir = local.DefaultConfig().CacheDir
-	}
 	if *cold {
 		tmpCache, _ := os.MkdirTemp("/var/tmp", "kok-bench-cache-")
 		goCache, _ := os.MkdirTemp("/var/tmp", "kok-bench-gocache-")
