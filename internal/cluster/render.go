@@ -369,10 +369,9 @@ func container(name, image string, cs clusterv1.ComponentSpec, args []string, po
 }
 
 // DefaultGOGC is the Go GC target of every control-plane component unless
-// its env sets GOGC: an idle control plane keeps about a sixth less memory
-// than with Go's 100 (≈ 207 vs 250 MiB for apiserver, controller-manager
-// and scheduler, bench/results/clusters.md) for no start time we could
-// measure; 25 saves more but costs about a CPU second per start.
+// its env sets GOGC: an idle control plane keeps ≈ 228 MiB of private
+// memory instead of ≈ 271 with Go's 100, with no start time we could
+// measure (bench/results/clusters.md).
 const DefaultGOGC = "50"
 
 func withDefaultEnv(env []corev1.EnvVar) []corev1.EnvVar {
