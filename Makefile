@@ -12,8 +12,10 @@ HELM_VERSION := v3.19.0
 # Test tools are built from the Go module proxy into the cache CI keeps.
 HELM := $(KOK_CACHE_DIR)/tools/helm-$(HELM_VERSION)/helm
 export KOK_HELM := $(HELM)
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(KOK_CACHE_DIR)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
 
-.PHONY: help build up down status test unit envtest e2e bench fmt vet generate assets tools clean
+.PHONY: help build up down status test unit envtest e2e bench fmt vet lint generate assets tools clean
 
 help: ## Show targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,13 +38,16 @@ assets: build ## Build every pinned Kubernetes/etcd version (envtest and e2e nee
 	$(BIN)/kok build --all
 	$(BIN)/kok envtest-assets > /dev/null
 
-tools: $(HELM) ## Build test tools (helm) into the cache
+tools: $(HELM) $(GOLANGCI_LINT) ## Build test tools (helm, golangci-lint) into the cache
 
 $(HELM):
 	GOBIN=$(dir $(HELM)) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
-generate: ## Regenerate deepcopy code and CRD/RBAC manifests from the API types
-	$(CONTROLLER_GEN) object paths=./api/...
+$(GOLANGCI_LINT):
+	GOBIN=$(dir $(GOLANGCI_LINT)) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+generate: ## Regenerate deepcopy code, apply configurations and CRD/RBAC manifests from the API types
+	$(CONTROLLER_GEN) object applyconfiguration paths=./api/...
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=false rbac:roleName=kok-manager paths=./api/... paths=./internal/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	rm -f charts/kok/crds/*.yaml charts/kok/files/catalog/*.yaml
@@ -55,6 +60,9 @@ fmt: ## gofmt
 
 vet: ## go vet
 	go vet ./...
+
+lint: $(GOLANGCI_LINT) ## golangci-lint (.golangci.yml), test files behind the envtest and e2e tags included
+	@$(GOLANGCI_LINT) run ./...
 
 unit: ## Unit tests (no cluster)
 	go test ./... -count=1

@@ -26,6 +26,7 @@ import (
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/clusterctl"
+	"github.com/kubeonkube/kok/internal/kube"
 	"github.com/kubeonkube/kok/internal/local"
 	"github.com/kubeonkube/kok/internal/manager"
 )
@@ -88,12 +89,14 @@ func benchClusters(out, kokBin, cacheDir string) {
 // and tears it down; it returns the benchmark's error as text ("" if none).
 func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, client.Client, *local.Config) error) string {
 	stateDir, _ := os.MkdirTemp("/var/lib", "kok-bench-"+name+"-")
-	defer func() {
+	down := func() {
 		_ = local.Down(context.Background(), local.DownOptions{StateDir: stateDir, Purge: true, Builder: builder(cacheDir), Out: io.Discard})
-	}()
+	}
 	if r := up(name+"-meta", "meta cluster for the "+name+" benchmark", kokBin, stateDir, cacheDir); r.Err != "" {
+		down() // stop what kok up started: log.Fatalf runs no deferred call
 		log.Fatalf("kok up: %s", r.Err)
 	}
+	defer down()
 	cfg, err := local.LoadConfig(stateDir)
 	if err != nil {
 		return err.Error()
@@ -118,8 +121,8 @@ func metaClient(kubeconfig string) (client.WithWatch, error) {
 	return client.NewWithWatch(rc, client.Options{Scheme: manager.Scheme()})
 }
 
-// quickP1 measures P1 (and P2) on a running meta cluster, for development.
-func quickP1(kubeconfig string, runs int, withP2 bool) error {
+// timeClusterCreation measures P1 (and P2) on a running meta cluster, for development.
+func timeClusterCreation(kubeconfig string, runs int, withP2 bool) error {
 	c, err := metaClient(kubeconfig)
 	if err != nil {
 		return err
@@ -449,10 +452,10 @@ func controlPlaneUsage(ctx context.Context, c client.Client, kc *clusterv1.KubeC
 	byUID := map[string]string{}
 	for _, p := range pods.Items {
 		// etcd pods carry their EtcdCluster's name (<cluster>-etcd).
-		if in := p.Labels[cluster.LabelInstance]; in != instance && in != instance+"-etcd" {
+		if in := p.Labels[kube.LabelInstance]; in != instance && in != instance+"-etcd" {
 			continue
 		}
-		byUID[string(p.UID)] = p.Labels[cluster.LabelName]
+		byUID[string(p.UID)] = p.Labels[kube.LabelName]
 	}
 	pidsOf := func() map[string][]int {
 		out := map[string][]int{}
@@ -510,7 +513,7 @@ func procStatusKB(pid int, key string) int {
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: nothing to lose
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		if strings.HasPrefix(s.Text(), key) {
@@ -557,7 +560,7 @@ func memAvailableMiB() int {
 	if err != nil {
 		return 0
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: nothing to lose
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		if strings.HasPrefix(s.Text(), "MemAvailable:") {

@@ -26,6 +26,7 @@ import (
 	"github.com/kubeonkube/kok/internal/etcd"
 	"github.com/kubeonkube/kok/internal/etcd/snapshot"
 	"github.com/kubeonkube/kok/internal/local"
+	"github.com/kubeonkube/kok/internal/pki"
 )
 
 // fillEtcd writes about mb MiB of 100 KiB values with a few writers.
@@ -275,7 +276,7 @@ func handStartedEtcd(ctx context.Context, c client.Client, cacheDir string, e *e
 		procs = append(procs, cmd)
 		group(cmd.Process.Pid)
 	}
-	tlsCfg, err := etcd.ClientTLS(etcd.SecretData{"tls.crt": files[n.ClientSecret()+"-tls.crt"], "tls.key": files[n.ClientSecret()+"-tls.key"], "ca.crt": files["ca.crt"]})
+	tlsCfg, err := etcd.ClientTLS(pki.SecretData{"tls.crt": files[n.ClientSecret()+"-tls.crt"], "tls.key": files[n.ClientSecret()+"-tls.key"], "ca.crt": files["ca.crt"]})
 	if err != nil {
 		stop()
 		return nil, nil, err

@@ -10,11 +10,11 @@ import (
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 )
 
-// quickEtcdRate measures write rates on a running meta cluster, for
+// measureEtcdThroughput measures write rates on a running meta cluster, for
 // development: a 3-member EtcdCluster in namespace etcd-rate (made if
 // missing) through its Service and its members, and a hand-started cluster
 // (each round is printed).
-func quickEtcdRate(kubeconfig, cacheDir string, rounds int) error {
+func measureEtcdThroughput(kubeconfig, cacheDir string, rounds int) error {
 	c, err := metaClient(kubeconfig)
 	if err != nil {
 		return err

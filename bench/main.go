@@ -63,23 +63,23 @@ func main() {
 	out := flag.String("out", "bench/results", "directory for result files")
 	only := flag.String("only", "", "run one benchmark: platform, clusters or etcd (default: all)")
 	cold := flag.Bool("cold", false, "also measure a cold kok up: empty Go build cache and kok cache (rebuilds Kubernetes; ≈15 min on 2 cores)")
-	p1 := flag.Int("p1", 0, "development: create this many business clusters, one after another, on the running meta cluster of -p1-kubeconfig and print how long each took to be Ready, with its timeline (nothing is written)")
-	p2 := flag.Bool("p2", false, "development: with -p1, also time an HA upgrade")
-	kubeconfig := flag.String("p1-kubeconfig", "/var/lib/kok/kubeconfig", "meta cluster for -p1")
-	etcdRate := flag.Int("etcd-rate", 0, "development: this many rounds of write rates on the running meta cluster of -p1-kubeconfig (members, Service, hand-started)")
+	createClusters := flag.Int("create-clusters", 0, "development: create this many business clusters, one after another, on the running meta cluster of -kubeconfig and print how long each took to be Ready, with its timeline (nothing is written)")
+	upgrade := flag.Bool("upgrade", false, "development: with -create-clusters, also time an HA upgrade")
+	kubeconfig := flag.String("kubeconfig", "/var/lib/kok/kubeconfig", "the running meta cluster the development flags use")
+	etcdRounds := flag.Int("etcd-throughput-rounds", 0, "development: this many rounds of etcd write-throughput measurements on the running meta cluster of -kubeconfig (members, Service, hand-started)")
 	flag.Parse()
 	cacheDir := os.Getenv("KOK_CACHE_DIR")
 	if cacheDir == "" {
 		cacheDir = local.DefaultConfig().CacheDir
 	}
-	if *etcdRate > 0 {
-		if err := quickEtcdRate(*kubeconfig, cacheDir, *etcdRate); err != nil {
+	if *etcdRounds > 0 {
+		if err := measureEtcdThroughput(*kubeconfig, cacheDir, *etcdRounds); err != nil {
 			log.Fatal(err)
 		}
 		return
 	}
-	if *p1 > 0 {
-		if err := quickP1(*kubeconfig, *p1, *p2); err != nil {
+	if *createClusters > 0 {
+		if err := timeClusterCreation(*kubeconfig, *createClusters, *upgrade); err != nil {
 			log.Fatal(err)
 		}
 		return
@@ -104,12 +104,17 @@ func main() {
 	if *cold {
 		tmpCache, _ := os.MkdirTemp("/var/tmp", "kok-bench-cache-")
 		goCache, _ := os.MkdirTemp("/var/tmp", "kok-bench-gocache-")
-		os.Setenv("GOCACHE", goCache)
+		if err := os.Setenv("GOCACHE", goCache); err != nil {
+			log.Fatal(err)
+		}
 		res.Runs = append(res.Runs, measure("cold", "empty GOCACHE and kok cache: builds Kubernetes, etcd, CoreDNS, then kok up from an empty state dir",
 			kokBin, tmpCache, true)...)
-		os.Unsetenv("GOCACHE")
-		os.RemoveAll(tmpCache)
-		os.RemoveAll(goCache)
+		if err := os.Unsetenv("GOCACHE"); err != nil {
+			log.Fatal(err)
+		}
+		// Best effort: the caches are throw-away copies under /var/tmp.
+		_ = os.RemoveAll(tmpCache)
+		_ = os.RemoveAll(goCache)
 	}
 	switch *only {
 	case "clusters":
@@ -210,7 +215,7 @@ func machine() Machine {
 	}
 	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
 		var kb int
-		fmt.Sscanf(strings.SplitN(string(data), "\n", 2)[0], "MemTotal: %d kB", &kb)
+		_, _ = fmt.Sscanf(strings.SplitN(string(data), "\n", 2)[0], "MemTotal: %d kB", &kb) // on a parse error kb stays 0
 		m.MemoryGiB = (kb + 512*1024) >> 20
 	}
 	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {

@@ -17,7 +17,7 @@ import (
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
-	"github.com/kubeonkube/kok/internal/cluster"
+	"github.com/kubeonkube/kok/internal/kube"
 )
 
 // timeline records, with this process's clock, when each milestone of a
@@ -106,7 +106,7 @@ func (tl *timeline) markReady(comp string, uid types.UID) {
 func (tl *timeline) observe(obj runtime.Object) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		comp := o.Labels[cluster.LabelName]
+		comp := o.Labels[kube.LabelName]
 		if comp == "" || tl.old[o.UID] {
 			return
 		}

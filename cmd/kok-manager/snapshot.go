@@ -16,6 +16,7 @@ import (
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 	"github.com/kubeonkube/kok/internal/etcd"
 	"github.com/kubeonkube/kok/internal/etcd/snapshot"
+	"github.com/kubeonkube/kok/internal/pki"
 )
 
 // storageFlag parses --storage (the JSON of a BackupStorage) and opens it
@@ -68,7 +69,7 @@ func runSnapshot(args []string) {
 	if err != nil {
 		finish(nil, err)
 	}
-	data := etcd.SecretData{}
+	data := pki.SecretData{}
 	for _, k := range []string{"ca.crt", "tls.crt", "tls.key"} {
 		b, err := os.ReadFile(filepath.Join(*tlsDir, k))
 		if err != nil {

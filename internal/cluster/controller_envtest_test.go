@@ -11,7 +11,6 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
@@ -32,19 +30,6 @@ import (
 	"github.com/kubeonkube/kok/internal/manager"
 	"github.com/kubeonkube/kok/internal/pki"
 )
-
-func waitFor(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: %v", what, err)
-}
 
 // markRolledOut plays the Deployment controller (envtest runs none): every
 // replica of the current template is ready.
@@ -75,12 +60,7 @@ func deploymentVersion(c client.Client, ns, name string) string {
 // and an ordered teardown.
 func TestReconcileOrder(t *testing.T) {
 	root := filepath.Join("..", "..")
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(root, "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	cfg := testEnv.Config
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: manager.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +83,7 @@ func TestReconcileOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := kube.Apply(ctx, c, data); err != nil {
+		if err := kube.ApplyManifests(ctx, c, data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -125,10 +105,12 @@ func TestReconcileOrder(t *testing.T) {
 	}
 	var svc corev1.Service
 	waitFor(t, "apiserver Service", func() error { return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Service()}, &svc) })
-	time.Sleep(time.Second)
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(cluster.APIServer)}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
-		t.Fatalf("apiserver Deployment before the etcd CA exists (its etcd client certificate needs it): %v", err)
-	}
+	consistently(t, "no apiserver Deployment before the etcd CA exists (its etcd client certificate needs it)", func() error {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(cluster.APIServer)}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("apiserver Deployment: %v", err)
+		}
+		return nil
+	})
 
 	// The etcd operator makes the cluster's CA (played here), then etcd
 	// becomes available.
@@ -142,6 +124,12 @@ func TestReconcileOrder(t *testing.T) {
 		Data: map[string][]byte{"ca.crt": etcdCA.CertPEM(), "ca.key": key}}); err != nil {
 		t.Fatal(err)
 	}
+	// It publishes the CA's Secret in status (the contract between the
+	// two operators), still unavailable.
+	ec.Status = etcdv1.EtcdClusterStatus{CASecretName: en.CASecret(), Phase: "Creating"}
+	if err := c.Status().Update(ctx, ec); err != nil {
+		t.Fatal(err)
+	}
 	// The apiservers start with etcd, before it is available (they wait
 	// for it), and so do controller-manager and scheduler.
 	for _, comp := range []string{cluster.APIServer, cluster.ControllerManager, cluster.Scheduler} {
@@ -149,7 +137,7 @@ func TestReconcileOrder(t *testing.T) {
 			return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(comp)}, &appsv1.Deployment{})
 		})
 	}
-	ec.Status = etcdv1.EtcdClusterStatus{Version: "v3.6.16", ReadyMembers: 1, ClientEndpoint: en.ClientEndpoint(), Phase: "Running",
+	ec.Status = etcdv1.EtcdClusterStatus{Version: "v3.6.16", ReadyMembers: 1, ClientEndpoint: en.ClientEndpoint(), Phase: "Running", CASecretName: en.CASecret(),
 		Conditions: []metav1.Condition{{Type: etcdv1.ConditionAvailable, Status: metav1.ConditionTrue, Reason: "Quorum", LastTransitionTime: metav1.Now()}}}
 	if err := c.Status().Update(ctx, ec); err != nil {
 		t.Fatal(err)
@@ -201,13 +189,15 @@ func TestReconcileOrder(t *testing.T) {
 	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"poke":"1"}}}`))); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
-	if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil || api.Generation != apiGen {
-		t.Fatalf("an idle reconcile changed the apiserver Deployment (generation %d → %d, %v)", apiGen, api.Generation, err)
-	}
-	if n := bootstraps.Load(); n != bootstrapsBefore {
-		t.Fatalf("an idle reconcile applied the bootstrap objects again (%d → %d)", bootstrapsBefore, n)
-	}
+	consistently(t, "an idle reconcile changes nothing", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil || api.Generation != apiGen {
+			return fmt.Errorf("an idle reconcile changed the apiserver Deployment (generation %d → %d, %v)", apiGen, api.Generation, err)
+		}
+		if n := bootstraps.Load(); n != bootstrapsBefore {
+			return fmt.Errorf("an idle reconcile applied the bootstrap objects again (%d → %d)", bootstrapsBefore, n)
+		}
+		return nil
+	})
 
 	// A template rendered by another kok-manager version (marked here) is
 	// kept while its inputs stay the same: upgrading kok-manager does not
@@ -219,7 +209,7 @@ func TestReconcileOrder(t *testing.T) {
 	applied := &appsv1.Deployment{TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: metav1.ObjectMeta{Name: api.Name, Namespace: api.Namespace, Annotations: api.Annotations,
 			Labels: api.Labels, OwnerReferences: api.OwnerReferences}, Spec: api.Spec}
-	if err := c.Patch(ctx, applied, client.Apply, client.FieldOwner(kube.FieldOwner), client.ForceOwnership); err != nil { //nolint:staticcheck
+	if err := kube.Apply(ctx, c, nil, applied); err != nil {
 		t.Fatal(err)
 	}
 	apiGen = applied.Generation
@@ -227,10 +217,12 @@ func TestReconcileOrder(t *testing.T) {
 	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"poke":"2"}}}`))); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
-	if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil || api.Generation != apiGen || api.Spec.Template.Annotations["rendered-by"] == "" {
-		t.Fatalf("the older template was replaced without a change of inputs (generation %d → %d, %v)", apiGen, api.Generation, err)
-	}
+	consistently(t, "the older template stays while the inputs do", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil || api.Generation != apiGen || api.Spec.Template.Annotations["rendered-by"] == "" {
+			return fmt.Errorf("the older template was replaced without a change of inputs (generation %d → %d, %v)", apiGen, api.Generation, err)
+		}
+		return nil
+	})
 	// A real change (an apiserver flag) brings the current rendering.
 	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"controlPlane":{"apiServer":{"extraArgs":{"v":"2"}}}}}`))); err != nil {
 		t.Fatal(err)
@@ -256,10 +248,12 @@ func TestReconcileOrder(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(time.Second)
-	if v := deploymentVersion(c, ns, n.Deployment(cluster.ControllerManager)); v != "v1.33.13" {
-		t.Fatalf("controller-manager moved to %s before the apiservers finished", v)
-	}
+	consistently(t, "controller-manager waits for the apiservers", func() error {
+		if v := deploymentVersion(c, ns, n.Deployment(cluster.ControllerManager)); v != "v1.33.13" {
+			return fmt.Errorf("controller-manager moved to %s before the apiservers finished", v)
+		}
+		return nil
+	})
 	if err := c.Get(ctx, client.ObjectKeyFromObject(kc), kc); err != nil || kc.Status.Phase != clusterv1.PhaseUpgrading {
 		t.Fatalf("phase during the upgrade: %s (%v)", kc.Status.Phase, err)
 	}

@@ -6,6 +6,8 @@ package cluster
 
 import (
 	"fmt"
+
+	"github.com/kubeonkube/kok/internal/kube"
 )
 
 // Components of a control plane, in upgrade order.
@@ -17,10 +19,6 @@ const (
 
 // Labels and annotations on what the operator owns.
 const (
-	LabelName      = "app.kubernetes.io/name"
-	LabelInstance  = "app.kubernetes.io/instance"
-	LabelComponent = "app.kubernetes.io/component"
-	LabelManagedBy = "app.kubernetes.io/managed-by"
 	// AnnVersion is the Kubernetes version a Deployment renders.
 	AnnVersion = "cluster.kok.dev/version"
 	// AnnConfigHash, on a pod template, is the hash of the Secrets the
@@ -76,14 +74,17 @@ func (n Names) ServiceHost() string { return fmt.Sprintf("%s.%s.svc", n.Service(
 // Labels of a component's objects.
 func (n Names) Labels(component string) map[string]string {
 	l := n.Selector(component)
-	l[LabelManagedBy] = "kok"
+	l[kube.LabelManagedBy] = kube.ManagedBy
 	return l
 }
 
 // Selector selects a component's pods.
 func (n Names) Selector(component string) map[string]string {
-	return map[string]string{LabelName: component, LabelInstance: n.Cluster}
+	return map[string]string{kube.LabelName: component, kube.LabelInstance: n.Cluster}
 }
 
 // ServiceSelector selects the apiserver pods behind the Service.
 func (n Names) ServiceSelector() map[string]string { return n.Selector(APIServer) }
+
+// components of a control plane, in upgrade order.
+var components = []string{APIServer, ControllerManager, Scheduler}

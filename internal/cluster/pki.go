@@ -14,26 +14,16 @@ import (
 	"github.com/kubeonkube/kok/internal/pki"
 )
 
-// renewFraction: a leaf with less than this share of its life left is
-// reissued (and the components that mount it roll).
-const renewFraction = 0.2
-
 // Secret keys.
 const (
-	KeyCert       = "tls.crt"
-	KeyKey        = "tls.key"
-	KeyCA         = "ca.crt"
 	KeySAPrivate  = "sa.key"
 	KeySAPublic   = "sa.pub"
 	KeyKubeconfig = "value"
 )
 
-// SecretData is the content of one Secret, by key.
-type SecretData map[string][]byte
-
 // Secret is a Secret's data and the rotation request it was issued for.
 type Secret struct {
-	Data     SecretData
+	Data     pki.SecretData
 	Rotation string
 }
 
@@ -114,7 +104,7 @@ func PlanPKI(in PKIInput, have map[string]Secret, now time.Time) (map[string]Sec
 
 	ca := func(name, cn string) (*pki.KeyPair, error) {
 		cur := have[name]
-		if kp, err := pki.ParseKeyPair(cur.Data[KeyCert], cur.Data[KeyKey]); err == nil && kp.Cert.IsCA {
+		if kp, err := pki.FromSecret(cur.Data); err == nil && kp.Cert.IsCA {
 			want[name] = cur
 			return kp, nil
 		}
@@ -128,7 +118,7 @@ func PlanPKI(in PKIInput, have map[string]Secret, now time.Time) (map[string]Sec
 		}
 		// ca.crt is the trust bundle; during a two-phase CA rotation it
 		// holds the old and the new CA while tls.crt/tls.key sign.
-		set(name, Secret{Data: SecretData{KeyCert: kp.CertPEM(), KeyKey: key, KeyCA: kp.CertPEM()}})
+		set(name, Secret{Data: pki.SecretData{pki.KeyCert: kp.CertPEM(), pki.KeyKey: key, pki.KeyCA: kp.CertPEM()}})
 		return kp, nil
 	}
 	clusterCA, err := ca(n.CASecret(), n.Cluster+"-ca")
@@ -157,27 +147,24 @@ func PlanPKI(in PKIInput, have map[string]Secret, now time.Time) (map[string]Sec
 		if err != nil {
 			return nil, nil, err
 		}
-		set(n.ServiceAccountSecret(), Secret{Data: SecretData{KeySAPrivate: priv, KeySAPublic: pub}})
+		set(n.ServiceAccountSecret(), Secret{Data: pki.SecretData{KeySAPrivate: priv, KeySAPublic: pub}})
 	}
 
+	// Leaves follow pki.Keep; a rotation request reissues them too.
 	leaf := func(name string, signer *pki.KeyPair, spec pki.CertSpec) error {
 		cur := have[name]
-		caPEM := signer.CertPEM()
-		if kp, err := pki.ParseKeyPair(cur.Data[KeyCert], cur.Data[KeyKey]); err == nil && cur.Rotation == in.Rotation &&
-			kp.Cert.CheckSignatureFrom(signer.Cert) == nil && !pki.NeedsRenewal(kp.Cert, renewFraction, now) &&
-			pki.Covers(kp.Cert, spec.DNSNames, spec.IPs) && bytes.Equal(cur.Data[KeyCA], caPEM) {
+		if cur.Rotation != in.Rotation {
+			cur.Data = nil
+		}
+		data, issued, err := signer.LeafSecret(cur.Data, signer.CertPEM(), spec, now)
+		if err != nil {
+			return err
+		}
+		if issued {
+			set(name, Secret{Data: data, Rotation: in.Rotation})
+		} else {
 			want[name] = cur
-			return nil
 		}
-		kp, err := signer.Issue(spec)
-		if err != nil {
-			return err
-		}
-		key, err := kp.KeyPEM()
-		if err != nil {
-			return err
-		}
-		set(name, Secret{Data: SecretData{KeyCert: kp.CertPEM(), KeyKey: key, KeyCA: caPEM}, Rotation: in.Rotation})
 		return nil
 	}
 	dns, ips, err := in.ServingSANs()
@@ -211,11 +198,12 @@ func PlanPKI(in PKIInput, have map[string]Secret, now time.Time) (map[string]Sec
 	}
 	for _, k := range kubeconfigs {
 		cur := have[k.secret]
-		if cur.Rotation == in.Rotation && validKubeconfig(cur.Data[KeyKubeconfig], k.server, clusterCA, now) {
+		spec := pki.CertSpec{CommonName: k.cn, Organization: k.org, Client: true}
+		if cur.Rotation == in.Rotation && validKubeconfig(cur.Data[KeyKubeconfig], k.server, clusterCA, spec, now) {
 			want[k.secret] = cur
 			continue
 		}
-		kp, err := clusterCA.Issue(pki.CertSpec{CommonName: k.cn, Organization: k.org, Client: true})
+		kp, err := clusterCA.Issue(spec)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -228,7 +216,7 @@ func PlanPKI(in PKIInput, have map[string]Secret, now time.Time) (map[string]Sec
 		if err != nil {
 			return nil, nil, err
 		}
-		set(k.secret, Secret{Data: SecretData{KeyKubeconfig: cfg}, Rotation: in.Rotation})
+		set(k.secret, Secret{Data: pki.SecretData{KeyKubeconfig: cfg}, Rotation: in.Rotation})
 	}
 	return want, changed, nil
 }
@@ -237,7 +225,7 @@ func PlanPKI(in PKIInput, have map[string]Secret, now time.Time) (map[string]Sec
 // (the etcd user a shared cluster confines to the cluster's prefix).
 func EtcdUser(n Names) string { return "kube-apiserver." + n.Namespace + "." + n.Cluster }
 
-func validSAKey(d SecretData) bool {
+func validSAKey(d pki.SecretData) bool {
 	kp, err := pki.ParseKey(d[KeySAPrivate])
 	if err != nil {
 		return false
@@ -247,8 +235,8 @@ func validSAKey(d SecretData) bool {
 }
 
 // validKubeconfig reports whether data is a kubeconfig for server whose
-// credentials ca signed and need no renewal yet.
-func validKubeconfig(data []byte, server string, ca *pki.KeyPair, now time.Time) bool {
+// credentials pki.Keep allows for spec.
+func validKubeconfig(data []byte, server string, ca *pki.KeyPair, spec pki.CertSpec, now time.Time) bool {
 	cfg, err := clientcmd.Load(data)
 	if err != nil || cfg.Contexts[cfg.CurrentContext] == nil {
 		return false
@@ -262,5 +250,5 @@ func validKubeconfig(data []byte, server string, ca *pki.KeyPair, now time.Time)
 	if err != nil {
 		return false
 	}
-	return kp.Cert.CheckSignatureFrom(ca.Cert) == nil && !pki.NeedsRenewal(kp.Cert, renewFraction, now)
+	return pki.Keep(kp.Cert, ca.Cert, spec, now)
 }

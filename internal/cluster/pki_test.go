@@ -38,7 +38,7 @@ func TestPlanPKIIsStable(t *testing.T) {
 	if HashSecrets(first[in.Names.APIServerSecret()].Data) != HashSecrets(second[in.Names.APIServerSecret()].Data) {
 		t.Fatal("kept Secret differs")
 	}
-	kp, err := pki.ParseKeyPair(first[in.Names.APIServerSecret()].Data[KeyCert], first[in.Names.APIServerSecret()].Data[KeyKey])
+	kp, err := pki.ParseKeyPair(first[in.Names.APIServerSecret()].Data[pki.KeyCert], first[in.Names.APIServerSecret()].Data[pki.KeyKey])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,8 @@ import (
 	"k8s.io/utils/ptr"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
+	"github.com/kubeonkube/kok/internal/kube"
+	"github.com/kubeonkube/kok/internal/pki"
 )
 
 // Ports the components serve on inside their pods.
@@ -101,7 +103,7 @@ func KeepTemplate(prev, d *appsv1.Deployment) bool {
 // name a registry host are used as written.
 func Image(registry, ref string) string {
 	if registry == "" {
-		registry = "kok.local"
+		registry = kube.DefaultRegistry
 	}
 	if first, _, found := strings.Cut(ref, "/"); found && (strings.ContainsAny(first, ".:") || first == "localhost") {
 		return ref
@@ -124,7 +126,7 @@ func Args(layers ...map[string]string) []string {
 }
 
 // HashSecrets hashes the data of Secrets in a stable order.
-func HashSecrets(secrets ...SecretData) string {
+func HashSecrets(secrets ...pki.SecretData) string {
 	h := sha256.New()
 	for _, s := range secrets {
 		for _, k := range slices.Sorted(maps.Keys(s)) {
@@ -182,19 +184,19 @@ func APIServerDeployment(in RenderInput) *appsv1.Deployment {
 		delete(base, "advertise-address")
 	}
 	files := []projection{
-		{n.CASecret(), KeyCA, "ca.crt"},
-		{n.FrontProxyCASecret(), KeyCA, "front-proxy-ca.crt"},
+		{n.CASecret(), pki.KeyCA, "ca.crt"},
+		{n.FrontProxyCASecret(), pki.KeyCA, "front-proxy-ca.crt"},
 		{n.ServiceAccountSecret(), KeySAPublic, "sa.pub"},
 		{n.ServiceAccountSecret(), KeySAPrivate, "sa.key"},
-		{n.APIServerSecret(), KeyCert, "apiserver.crt"},
-		{n.APIServerSecret(), KeyKey, "apiserver.key"},
-		{n.KubeletClientSecret(), KeyCert, "apiserver-kubelet-client.crt"},
-		{n.KubeletClientSecret(), KeyKey, "apiserver-kubelet-client.key"},
-		{n.FrontProxyClientSecret(), KeyCert, "front-proxy-client.crt"},
-		{n.FrontProxyClientSecret(), KeyKey, "front-proxy-client.key"},
-		{n.EtcdClientSecret(), KeyCA, "etcd/ca.crt"},
-		{n.EtcdClientSecret(), KeyCert, "etcd/client.crt"},
-		{n.EtcdClientSecret(), KeyKey, "etcd/client.key"},
+		{n.APIServerSecret(), pki.KeyCert, "apiserver.crt"},
+		{n.APIServerSecret(), pki.KeyKey, "apiserver.key"},
+		{n.KubeletClientSecret(), pki.KeyCert, "apiserver-kubelet-client.crt"},
+		{n.KubeletClientSecret(), pki.KeyKey, "apiserver-kubelet-client.key"},
+		{n.FrontProxyClientSecret(), pki.KeyCert, "front-proxy-client.crt"},
+		{n.FrontProxyClientSecret(), pki.KeyKey, "front-proxy-client.key"},
+		{n.EtcdClientSecret(), pki.KeyCA, "etcd/ca.crt"},
+		{n.EtcdClientSecret(), pki.KeyCert, "etcd/client.crt"},
+		{n.EtcdClientSecret(), pki.KeyKey, "etcd/client.key"},
 	}
 	c := container(APIServer, Image(in.Registry, in.Catalog.Images.APIServer), spec.ControlPlane.APIServer,
 		Args(base, in.Catalog.DefaultArgs.APIServer, spec.ControlPlane.APIServer.ExtraArgs),
@@ -234,10 +236,10 @@ func ControllerManagerDeployment(in RenderInput) *appsv1.Deployment {
 		base["cluster-cidr"] = spec.Network.PodCIDR
 	}
 	files := []projection{
-		{n.CASecret(), KeyCA, "ca.crt"},
-		{n.CASecret(), KeyCert, "signer.crt"},
-		{n.CASecret(), KeyKey, "signer.key"},
-		{n.FrontProxyCASecret(), KeyCA, "front-proxy-ca.crt"},
+		{n.CASecret(), pki.KeyCA, "ca.crt"},
+		{n.CASecret(), pki.KeyCert, "signer.crt"},
+		{n.CASecret(), pki.KeyKey, "signer.key"},
+		{n.FrontProxyCASecret(), pki.KeyCA, "front-proxy-ca.crt"},
 		{n.ServiceAccountSecret(), KeySAPrivate, "sa.key"},
 	}
 	c := container(ControllerManager, Image(in.Registry, in.Catalog.Images.ControllerManager), spec.ControlPlane.ControllerManager,
@@ -280,7 +282,7 @@ func SchedulerDeployment(in RenderInput) *appsv1.Deployment {
 		{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true},
 	}
 	return recordTemplate(deployment(in, Scheduler, c, []corev1.Volume{
-		projected("pki", []projection{{n.CASecret(), KeyCA, "ca.crt"}, {n.FrontProxyCASecret(), KeyCA, "front-proxy-ca.crt"}}),
+		projected("pki", []projection{{n.CASecret(), pki.KeyCA, "ca.crt"}, {n.FrontProxyCASecret(), pki.KeyCA, "front-proxy-ca.crt"}}),
 		projected("kubeconfig", []projection{{n.SchedulerKubeconfig(), KeyKubeconfig, "kubeconfig"}})}))
 }
 

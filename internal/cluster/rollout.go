@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 )
 
 // RolloutInput is what decides the version each component renders.
@@ -62,37 +60,4 @@ func PlanRollout(in RolloutInput) Rollout {
 		}
 	}
 	return out
-}
-
-// CompareVersions orders vMAJOR.MINOR.PATCH versions (-1, 0, 1).
-func CompareVersions(a, b string) int {
-	pa, pb := parseVersion(a), parseVersion(b)
-	for i := range pa {
-		if pa[i] != pb[i] {
-			if pa[i] < pb[i] {
-				return -1
-			}
-			return 1
-		}
-	}
-	return 0
-}
-
-func parseVersion(v string) [3]int {
-	var out [3]int
-	for i, p := range strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3) {
-		out[i], _ = strconv.Atoi(p)
-	}
-	return out
-}
-
-// OldestVersion is the lowest of the versions given ("" when none).
-func OldestVersion(versions map[string]string) string {
-	oldest := ""
-	for _, v := range versions {
-		if oldest == "" || CompareVersions(v, oldest) < 0 {
-			oldest = v
-		}
-	}
-	return oldest
 }

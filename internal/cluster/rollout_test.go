@@ -41,15 +41,6 @@ func TestPlanRollout(t *testing.T) {
 	}
 }
 
-func TestCompareVersions(t *testing.T) {
-	if CompareVersions("v1.9.0", "v1.10.0") >= 0 || CompareVersions("v1.34.4", "v1.34.4") != 0 || CompareVersions("v1.34.10", "v1.34.9") <= 0 {
-		t.Fatal("versions compare numerically")
-	}
-	if got := OldestVersion(map[string]string{"a": "v1.34.4", "b": "v1.33.13"}); got != "v1.33.13" {
-		t.Fatalf("oldest = %s", got)
-	}
-}
-
 func TestImage(t *testing.T) {
 	for ref, want := range map[string]string{
 		"kube-apiserver:v1.34.4":                 "registry.example/kok/kube-apiserver:v1.34.4",

@@ -21,6 +21,7 @@ import (
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
+	"github.com/kubeonkube/kok/internal/kube"
 )
 
 // LabelCreatedBy marks namespaces the CLI made for a cluster (and removes
@@ -80,7 +81,7 @@ func NewestVersion(ctx context.Context, c client.Client) (string, error) {
 	if len(names) == 0 {
 		return "", errors.New("the KubernetesVersion catalog is empty: apply config/catalog (kubectl apply -k config/catalog)")
 	}
-	slices.SortFunc(names, cluster.CompareVersions)
+	slices.SortFunc(names, kube.CompareVersions)
 	return names[len(names)-1], nil
 }
 

@@ -2,11 +2,11 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -17,7 +17,7 @@ import (
 const rootUser = "root"
 
 func ignoreExists(err error, exists error) error {
-	if err == nil || err.Error() == exists.Error() {
+	if errors.Is(err, exists) {
 		return nil
 	}
 	return err
@@ -25,7 +25,7 @@ func ignoreExists(err error, exists error) error {
 
 // enableAuth turns authentication on; the operator's certificate names the
 // root user, which keeps every right.
-func enableAuth(ctx context.Context, cli *clientv3.Client) error {
+func enableAuth(ctx context.Context, cli Client) error {
 	if _, err := cli.UserAddWithOptions(ctx, rootUser, "", &clientv3.UserAddOptions{NoPassword: true}); ignoreExists(err, rpctypes.ErrUserAlreadyExist) != nil {
 		return fmt.Errorf("adding user root: %w", err)
 	}
@@ -40,7 +40,7 @@ func enableAuth(ctx context.Context, cli *clientv3.Client) error {
 
 // EnsureTenant gives user read and write access to prefix, and nothing else:
 // a business cluster sharing an EtcdCluster is confined to its keys.
-func EnsureTenant(ctx context.Context, cli *clientv3.Client, user, prefix string) error {
+func EnsureTenant(ctx context.Context, cli Client, user, prefix string) error {
 	role := "prefix:" + prefix
 	if _, err := cli.RoleAdd(ctx, role); ignoreExists(err, rpctypes.ErrRoleAlreadyExist) != nil {
 		return fmt.Errorf("adding role %s: %w", role, err)
@@ -57,17 +57,23 @@ func EnsureTenant(ctx context.Context, cli *clientv3.Client, user, prefix string
 	return nil
 }
 
-// RootClient connects to an EtcdCluster through its client Service as the
-// root user (for operators running in the meta cluster).
-func RootClient(ctx context.Context, c client.Reader, e *etcdv1.EtcdCluster) (*clientv3.Client, error) {
-	n := Names{Cluster: e.Name, Namespace: e.Namespace}
+// RootClient connects to an EtcdCluster as the root user, through the
+// endpoint and client Secret it publishes in its status (for operators
+// running in the meta cluster).
+func RootClient(ctx context.Context, c client.Reader, e *etcdv1.EtcdCluster, dial Dialer) (Client, error) {
+	if e.Status.ClientEndpoint == "" || e.Status.ClientSecretName == "" {
+		return nil, fmt.Errorf("EtcdCluster %s/%s has not published its endpoint and client Secret yet", e.Namespace, e.Name)
+	}
 	var s corev1.Secret
-	if err := c.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.ClientSecret()}, &s); err != nil {
-		return nil, err
+	if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: e.Status.ClientSecretName}, &s); err != nil {
+		return nil, fmt.Errorf("reading client Secret %s/%s: %w", e.Namespace, e.Status.ClientSecretName, err)
 	}
 	tlsCfg, err := ClientTLS(s.Data)
 	if err != nil {
 		return nil, err
 	}
-	return clientv3.New(clientv3.Config{Endpoints: []string{n.ClientEndpoint()}, TLS: tlsCfg, DialTimeout: etcdTimeout, Logger: zap.NewNop()})
+	if dial == nil {
+		dial = Dial
+	}
+	return dial([]string{e.Status.ClientEndpoint}, tlsCfg)
 }

@@ -13,6 +13,7 @@ import (
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 	"github.com/kubeonkube/kok/internal/etcd/snapshot"
+	"github.com/kubeonkube/kok/internal/kube"
 )
 
 // Environment variables that carry S3 credentials into kok-manager's
@@ -72,7 +73,7 @@ func BackupJob(n Names, b *etcdv1.EtcdBackup, job, name string, prune []string, 
 	if len(prune) > 0 {
 		args = append(args, "--prune="+strings.Join(prune, ","))
 	}
-	labels := map[string]string{LabelBackup: b.Name, LabelInstance: n.Cluster}
+	labels := map[string]string{LabelBackup: b.Name, kube.LabelInstance: n.Cluster}
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: job, Namespace: b.Namespace, Labels: labels},
 		Spec: batchv1.JobSpec{

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	"github.com/kubeonkube/kok/internal/conditions"
 	"github.com/kubeonkube/kok/internal/etcd/snapshot"
 )
 
@@ -253,7 +254,8 @@ func (r *BackupReconciler) collect(ctx context.Context, b *etcdv1.EtcdBackup) (b
 				kept = append(kept, s)
 			}
 		}
-		st.Snapshots = append(kept, *snap)
+		kept = append(kept, *snap)
+		st.Snapshots = kept
 		st.Phase = "Succeeded"
 		if b.Spec.Schedule != "" {
 			st.Phase = "Scheduled"
@@ -289,6 +291,5 @@ func (r *BackupReconciler) collect(ctx context.Context, b *etcdv1.EtcdBackup) (b
 const annRecorded = "etcd.kok.dev/recorded"
 
 func (r *BackupReconciler) setCondition(b *etcdv1.EtcdBackup, s metav1.ConditionStatus, reason, msg string) {
-	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{Type: etcdv1.ConditionSucceeded, Status: s,
-		Reason: reason, Message: msg, ObservedGeneration: b.Generation})
+	conditions.SetStatus(&b.Status.Conditions, b.Generation, etcdv1.ConditionSucceeded, s, reason, msg)
 }

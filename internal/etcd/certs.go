@@ -7,17 +7,9 @@ import (
 	"github.com/kubeonkube/kok/internal/pki"
 )
 
-// renewFraction: a certificate with less than this share of its life left
-// is reissued (members pick the new files up from their projected volume
-// on restart; the client certificate is read per connection).
-const renewFraction = 0.2
-
-// SecretData is the content of one Secret, by key.
-type SecretData map[string][]byte
-
 // Certs are the three Secrets a cluster needs.
 type Certs struct {
-	CA, Server, Client SecretData
+	CA, Server, Client pki.SecretData
 }
 
 // PlanCerts returns the Secrets to write: existing ones that are still good
@@ -37,27 +29,17 @@ func PlanCerts(n Names, domain string, have Certs, create bool, now time.Time) (
 		if err != nil {
 			return have, nil, err
 		}
-		want.CA = SecretData{"ca.crt": ca.CertPEM(), "ca.key": key}
+		want.CA = pki.SecretData{"ca.crt": ca.CertPEM(), "ca.key": key}
 		changed = append(changed, n.CASecret())
 	} else {
 		want.CA = have.CA
 	}
-	leaf := func(name string, cur SecretData, spec pki.CertSpec) (SecretData, error) {
-		if kp, err := pki.ParseKeyPair(cur["tls.crt"], cur["tls.key"]); err == nil &&
-			kp.Cert.CheckSignatureFrom(ca.Cert) == nil && !pki.NeedsRenewal(kp.Cert, renewFraction, now) &&
-			pki.Covers(kp.Cert, spec.DNSNames, spec.IPs) && string(cur["ca.crt"]) == string(want.CA["ca.crt"]) {
-			return cur, nil
+	leaf := func(name string, cur pki.SecretData, spec pki.CertSpec) (pki.SecretData, error) {
+		data, issued, err := ca.LeafSecret(cur, want.CA[pki.KeyCA], spec, now)
+		if issued {
+			changed = append(changed, name)
 		}
-		kp, err := ca.Issue(spec)
-		if err != nil {
-			return nil, err
-		}
-		key, err := kp.KeyPEM()
-		if err != nil {
-			return nil, err
-		}
-		changed = append(changed, name)
-		return SecretData{"tls.crt": kp.CertPEM(), "tls.key": key, "ca.crt": want.CA["ca.crt"]}, nil
+		return data, err
 	}
 	if want.Server, err = leaf(n.ServerSecret(), have.Server, pki.CertSpec{CommonName: MemberCN(n),
 		Server: true, Client: true, DNSNames: n.ServerSANs(domain), IPs: nil}); err != nil {

@@ -2,11 +2,13 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -15,7 +17,7 @@ const maintenanceTimeout = 2 * time.Minute
 
 // defragment defragments members one after the other, in the order given
 // (followers first, the leader last).
-func defragment(ctx context.Context, cli *clientv3.Client, n Names, members []Member) error {
+func defragment(ctx context.Context, cli Client, n Names, members []Member) error {
 	for _, m := range members {
 		if _, err := cli.Defragment(ctx, n.ClientURL(m.Name)); err != nil {
 			return fmt.Errorf("defragmenting %s: %w", m.Name, err)
@@ -28,12 +30,12 @@ func defragment(ctx context.Context, cli *clientv3.Client, n Names, members []Me
 // every member defragmented (followers first) and the alarms disarmed.
 // Kubernetes' own compaction keeps a few minutes of history; a NOSPACE
 // cluster refuses every write, so giving that up is the lesser harm.
-func recoverSpace(ctx context.Context, cli *clientv3.Client, n Names, obs Observed) error {
+func recoverSpace(ctx context.Context, cli Client, n Names, obs Observed) error {
 	resp, err := cli.Get(ctx, "kok-compaction-revision", clientv3.WithSerializable(), clientv3.WithCountOnly())
 	if err != nil {
 		return fmt.Errorf("reading the current revision: %w", err)
 	}
-	if _, err := cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil && !strings.Contains(err.Error(), "required revision has been compacted") {
+	if _, err := cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
 		return fmt.Errorf("compacting to revision %d: %w", resp.Header.Revision, err)
 	}
 	var started []Member
@@ -47,7 +49,7 @@ func recoverSpace(ctx context.Context, cli *clientv3.Client, n Names, obs Observ
 	}
 	al, err := cli.AlarmList(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("listing alarms: %w", err)
 	}
 	for _, a := range al.Alarms {
 		if a.Alarm != etcdserverpb.AlarmType_NOSPACE {

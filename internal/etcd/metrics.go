@@ -62,7 +62,7 @@ func recordClusterMetrics(e *etcdv1.EtcdCluster, step Step, stepErr error) {
 	cl := prometheus.Labels{"namespace": e.Namespace, "cluster": e.Name}
 	metricDesired.With(cl).Set(float64(e.Spec.Replicas))
 	metricReady.With(cl).Set(float64(e.Status.ReadyMembers))
-	metricAvailable.With(cl).Set(b2f(e.Status.Phase == "Running" || e.Status.Phase == "Updating"))
+	metricAvailable.With(cl).Set(b2f(e.Status.Phase == etcdv1.PhaseRunning || e.Status.Phase == etcdv1.PhaseUpdating))
 	metricQuorumLost.With(cl).Set(b2f(step.Action == ActQuorumLost))
 	if step.Action != ActNone && step.Action != ActWaitHealthy && step.Action != ActQuorumLost {
 		metricSteps.With(prometheus.Labels{"namespace": e.Namespace, "cluster": e.Name, "action": string(step.Action)}).Inc()

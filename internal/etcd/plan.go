@@ -55,7 +55,7 @@ type Pod struct {
 // Journal is the membership change in flight, written to status before the
 // etcd call so that a crash between the call and the pod change converges.
 type Journal struct {
-	Type   string // AddLearner, Promote, Remove
+	Type   Action // ActAddLearner, ActPromote, ActRemove
 	Member string
 	ID     uint64
 }
@@ -276,7 +276,9 @@ func Plan(o Observed) Step {
 	}
 
 	// 6. Promote caught-up learners.
-	for _, l := range learners {
+	// (one at a time: there is at most one learner)
+	if len(learners) > 0 {
+		l := learners[0]
 		if caughtUp(l, o) {
 			return Step{Action: ActPromote, Member: l.Name, ID: l.ID, Reason: "learner caught up"}
 		}
@@ -372,7 +374,7 @@ func defragOrder(ms []Member, leader uint64) []Member {
 func finishJournal(o Observed) (Step, bool) {
 	j := o.Journal
 	if !o.Reachable {
-		return Step{Action: ActWaitHealthy, Member: j.Member, Reason: "waiting for etcd to finish " + j.Type}, false
+		return Step{Action: ActWaitHealthy, Member: j.Member, Reason: "waiting for etcd to finish " + string(j.Type)}, false
 	}
 	var mem *Member
 	for i := range o.Members {
@@ -382,7 +384,7 @@ func finishJournal(o Observed) (Step, bool) {
 	}
 	_, hasPod := o.Pods[j.Member]
 	switch j.Type {
-	case "AddLearner":
+	case ActAddLearner:
 		if mem == nil {
 			// The add never reached etcd (crash before the call): do it.
 			return Step{Action: ActAddLearner, Member: j.Member, Reason: "resuming journaled add"}, false
@@ -391,7 +393,7 @@ func finishJournal(o Observed) (Step, bool) {
 			return Step{Action: ActCreatePod, Member: j.Member, ID: mem.ID, Reason: "resuming journaled add: creating the pod"}, false
 		}
 		return Step{}, true
-	case "Remove":
+	case ActRemove:
 		if mem != nil {
 			return Step{Action: ActRemove, Member: j.Member, ID: mem.ID, Reason: "resuming journaled removal"}, false
 		}
@@ -399,7 +401,7 @@ func finishJournal(o Observed) (Step, bool) {
 			return Step{Action: ActDeletePod, Member: j.Member, Reason: "resuming journaled removal: deleting the pod"}, false
 		}
 		return Step{}, true
-	case "Promote":
+	case ActPromote:
 		if mem != nil && mem.Learner {
 			return Step{Action: ActPromote, Member: j.Member, ID: mem.ID, Reason: "resuming journaled promotion"}, false
 		}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	"github.com/kubeonkube/kok/internal/kube"
 )
 
 // Ports of every member.
@@ -28,10 +29,8 @@ const (
 
 // Labels and annotations the operator puts on what it owns.
 const (
-	LabelName     = "app.kubernetes.io/name"
-	LabelInstance = "app.kubernetes.io/instance"
-	LabelMember   = "etcd.kok.dev/member"
-	AnnVersion    = "etcd.kok.dev/version"
+	LabelMember = "etcd.kok.dev/member"
+	AnnVersion  = "etcd.kok.dev/version"
 	// AnnConfig is the hash of the settings a member pod was made with.
 	AnnConfig = "etcd.kok.dev/config"
 	dataMount = "/var/lib/etcd"
@@ -99,7 +98,7 @@ func (n Names) ServerSANs(domain string) []string {
 
 // Selector labels every pod of the cluster.
 func (n Names) Selector() map[string]string {
-	return map[string]string{LabelName: "etcd", LabelInstance: n.Cluster}
+	return map[string]string{kube.LabelName: "etcd", kube.LabelInstance: n.Cluster}
 }
 
 // MemberCN is the common name of the member certificate.

@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	"github.com/kubeonkube/kok/internal/kube"
 )
 
 func TestNamesRoundTrip(t *testing.T) {
@@ -92,7 +93,7 @@ func TestServices(t *testing.T) {
 	if peer.Spec.ClusterIP != "None" || !peer.Spec.PublishNotReadyAddresses {
 		t.Fatal("peer Service must be headless and publish members before they are ready")
 	}
-	if ClientService(n).Spec.Selector[LabelInstance] != "e" {
+	if ClientService(n).Spec.Selector[kube.LabelInstance] != "e" {
 		t.Fatal("client Service must select the cluster's pods")
 	}
 	sans := strings.Join(n.ServerSANs("cluster.local"), " ")

@@ -6,11 +6,8 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -18,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	"github.com/kubeonkube/kok/internal/conditions"
 )
 
 // AnnRestoredBy marks an EtcdCluster an EtcdRestore created (its UID), so a
@@ -76,8 +74,7 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 func (r *RestoreReconciler) fail(rs *etcdv1.EtcdRestore, reason, msg string) {
 	rs.Status.Phase = "Failed"
 	rs.Status.Finished = &metav1.Time{Time: time.Now()}
-	meta.SetStatusCondition(&rs.Status.Conditions, metav1.Condition{Type: etcdv1.ConditionSucceeded, Status: metav1.ConditionFalse,
-		Reason: reason, Message: msg, ObservedGeneration: rs.Generation})
+	conditions.Set(&rs.Status.Conditions, rs.Generation, etcdv1.ConditionSucceeded, false, reason, msg)
 	r.Recorder.Event(rs, corev1.EventTypeWarning, reason, msg)
 }
 
@@ -169,7 +166,7 @@ func (r *RestoreReconciler) reconcile(ctx context.Context, rs *etcdv1.EtcdRestor
 
 	// 3. Wait for every member; say so when the first member's restore
 	// fails (a bad snapshot is final, a store that is down may recover).
-	if !meta.IsStatusConditionTrue(e.Status.Conditions, etcdv1.ConditionAvailable) || e.Status.Phase != "Running" || e.Status.ReadyMembers != e.Spec.Replicas {
+	if !conditions.IsTrue(e.Status.Conditions, etcdv1.ConditionAvailable) || e.Status.Phase != etcdv1.PhaseRunning || e.Status.ReadyMembers != e.Spec.Replicas {
 		var pod corev1.Pod
 		if err := r.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: MemberName(e.Name, 0)}, &pod); err == nil {
 			for _, cs := range pod.Status.InitContainerStatuses {
@@ -178,8 +175,8 @@ func (r *RestoreReconciler) reconcile(ctx context.Context, rs *etcdv1.EtcdRestor
 						r.fail(rs, "SnapshotCorrupt", t.Message)
 						return ctrl.Result{}, nil
 					}
-					meta.SetStatusCondition(&rs.Status.Conditions, metav1.Condition{Type: etcdv1.ConditionSucceeded, Status: metav1.ConditionUnknown,
-						Reason: "RestoreRetrying", Message: fmt.Sprintf("restore attempt %d failed: %s", cs.RestartCount, t.Message), ObservedGeneration: rs.Generation})
+					conditions.SetStatus(&rs.Status.Conditions, rs.Generation, etcdv1.ConditionSucceeded, metav1.ConditionUnknown,
+						"RestoreRetrying", fmt.Sprintf("restore attempt %d failed: %s", cs.RestartCount, t.Message))
 				}
 			}
 		}
@@ -233,8 +230,7 @@ const SupportedRestoreVersion = "v3.6.16"
 func (r *RestoreReconciler) succeed(rs *etcdv1.EtcdRestore, reason, msg string) {
 	rs.Status.Phase = "Succeeded"
 	rs.Status.Finished = &metav1.Time{Time: time.Now()}
-	meta.SetStatusCondition(&rs.Status.Conditions, metav1.Condition{Type: etcdv1.ConditionSucceeded, Status: metav1.ConditionTrue,
-		Reason: reason, Message: msg, ObservedGeneration: rs.Generation})
+	conditions.Set(&rs.Status.Conditions, rs.Generation, etcdv1.ConditionSucceeded, true, reason, msg)
 	r.Recorder.Event(rs, corev1.EventTypeNormal, reason, msg)
 }
 
@@ -251,11 +247,11 @@ func (r *RestoreReconciler) inspect(ctx context.Context, e *etcdv1.EtcdCluster, 
 		return 0, 0, err
 	}
 	ep := n.ClientURL(MemberName(e.Name, 0))
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, TLS: tlsCfg, DialTimeout: etcdTimeout, Logger: zap.NewNop()})
+	cli, err := Dial([]string{ep}, tlsCfg)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer cli.Close()
+	defer func() { _ = cli.Close() }()
 	cctx, cancel := context.WithTimeout(ctx, etcdTimeout)
 	defer cancel()
 	hk, err := cli.HashKV(cctx, ep, rev)

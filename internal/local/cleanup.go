@@ -2,121 +2,48 @@ package local
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"log"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kubeonkube/kok/internal/local/build"
 )
 
-const cgroupFS = "/sys/fs/cgroup"
-
-// cgroupHierarchies lists the mounted cgroup v1 hierarchies (cpu, memory, …)
-// or the single v2 mount.
-func cgroupHierarchies() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var dirs []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		// mountinfo: ... mountpoint(4) ... - fstype source options
-		sep := -1
-		for i, x := range fields {
-			if x == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+1 >= len(fields) {
-			continue
-		}
-		fstype, mp := fields[sep+1], fields[4]
-		if (fstype == "cgroup" || fstype == "cgroup2") && strings.HasPrefix(mp, cgroupFS) {
-			dirs = append(dirs, mp)
+// cleanupHost removes what the node left on the host once its processes are
+// gone. Each step is best effort and idempotent.
+func cleanupHost(ctx context.Context, c *Config, b *build.Builder) {
+	killLeftovers(c.CgroupRoot(), c.ContainerdSocket())
+	if b != nil {
+		// kube-proxy knows its own rules best.
+		if kube := kubeBin(b, c.KubernetesVersion); fileExists(kube) {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			_ = exec.CommandContext(cctx, kube, "kube-proxy", "--cleanup").Run()
+			cancel()
 		}
 	}
-	return dirs, sc.Err()
-}
-
-// ensureCgroupRoot creates the pods' cgroup root in every hierarchy, as the
-// kubelet with the cgroupfs driver expects.
-func (c *Config) ensureCgroupRoot() error {
-	hs, err := cgroupHierarchies()
-	if err != nil {
-		return err
+	removeNodeChains(ctx)
+	if err := unmountUnder(c.StateDir, c.RunDir); err != nil {
+		log.Printf("warning: %v", err)
 	}
-	if len(hs) == 0 {
-		return fmt.Errorf("no cgroup filesystem is mounted under %s: the kubelet needs cgroups (mount cgroup v1 hierarchies or cgroup2 there)", cgroupFS)
-	}
-	for _, h := range hs {
-		dir := filepath.Join(h, c.CgroupRoot())
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("creating cgroup %s: %w", dir, err)
-		}
-		// A cpuset cgroup needs cpus and mems before tasks can join it.
-		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-			if parent, err := os.ReadFile(filepath.Join(h, f)); err == nil {
-				cur, _ := os.ReadFile(filepath.Join(dir, f))
-				if strings.TrimSpace(string(cur)) == "" {
-					_ = os.WriteFile(filepath.Join(dir, f), parent, 0o644)
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// cgroupPIDs returns the processes in the pods' cgroup tree.
-func (c *Config) cgroupPIDs() map[int]bool {
-	pids := map[int]bool{}
-	hs, _ := cgroupHierarchies()
-	for _, h := range hs {
-		root := filepath.Join(h, c.CgroupRoot())
-		_ = filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
-			if err != nil || info.IsDir() || info.Name() != "cgroup.procs" {
-				return nil
-			}
-			data, _ := os.ReadFile(p)
-			for _, l := range strings.Fields(string(data)) {
-				if pid, err := strconv.Atoi(l); err == nil {
-					pids[pid] = true
-				}
-			}
-			return nil
-		})
-	}
-	return pids
-}
-
-// removeCgroupRoot deletes the pods' cgroup tree, deepest first.
-func (c *Config) removeCgroupRoot() {
-	hs, _ := cgroupHierarchies()
-	for _, h := range hs {
-		root := filepath.Join(h, c.CgroupRoot())
-		var dirs []string
-		_ = filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
-			if err == nil && info.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
-		for _, d := range dirs {
-			_ = syscall.Rmdir(d)
-		}
-	}
+	removeCgroupRoot(c.CgroupRoot())
+	removeHostNetwork(ctx, c.Bridge, c.GuardCIDR)
+	// Last: nothing of kok runs any more that could send traffic.
+	RemoveGuard(ctx)
+	_ = os.RemoveAll(c.RunDir)
+	_ = os.Remove(SupervisorPidFile(c.StateDir))
 }
 
 // shimPIDs finds the containerd shims serving kok's containerd: they carry
 // its socket address on their command line.
-func (c *Config) shimPIDs() []int {
+func shimPIDs(containerdSocket string) []int {
 	var pids []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -133,7 +60,7 @@ func (c *Config) shimPIDs() []int {
 			continue
 		}
 		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "-address" && args[i+1] == c.ContainerdSocket() {
+			if args[i] == "-address" && args[i+1] == containerdSocket {
 				pids = append(pids, pid)
 				break
 			}
@@ -151,10 +78,11 @@ func netnsInode(pid int) (uint64, bool) {
 	return st.Ino, true
 }
 
-// killLeftovers ends containers and shims left behind when the runtime could
-// not tear them down itself, and releases the network namespaces they held.
-func (c *Config) killLeftovers() {
-	pids := c.cgroupPIDs()
+// killLeftovers ends containers (processes in the pods' cgroup root) and
+// shims left behind when the runtime could not tear them down itself, and
+// releases the network namespaces they held.
+func killLeftovers(cgroupRoot, containerdSocket string) {
+	pids := cgroupPIDs(cgroupRoot)
 	netns := map[uint64]bool{}
 	hostNS, _ := netnsInode(os.Getpid())
 	for pid := range pids {
@@ -162,15 +90,16 @@ func (c *Config) killLeftovers() {
 			netns[ino] = true
 		}
 	}
-	for _, pid := range c.shimPIDs() {
+	for _, pid := range shimPIDs(containerdSocket) {
 		pids[pid] = true
 	}
 	for pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	for i := 0; i < 50 && len(c.cgroupPIDs()) > 0; i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
+	// Give them up to 5 s to be gone; whatever is not is left as it is.
+	_ = poll(context.Background(), 100*time.Millisecond, 5*time.Second, func(context.Context) (bool, error) {
+		return len(cgroupPIDs(cgroupRoot)) == 0, nil
+	}, nil)
 	// CRI network namespaces are bind mounts under /run/netns; release
 	// only those our containers used.
 	entries, _ := os.ReadDir("/run/netns")
@@ -206,7 +135,7 @@ func unmountUnder(dirs ...string) error {
 			}
 		}
 	}
-	f.Close()
+	_ = f.Close()
 	sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
 	var firstErr error
 	for _, mp := range mps {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kubeonkube/kok/internal/local/build"
 	"github.com/kubeonkube/kok/internal/local/supervisor"
+	"github.com/kubeonkube/kok/internal/local/versions"
 )
 
 // Component names, in start order.
@@ -29,24 +30,22 @@ const (
 // ComponentNames lists every supervised component.
 var ComponentNames = []string{Containerd, Etcd, APIServer, ControllerManager, Scheduler, Kubelet, KubeProxy, LocalStorage}
 
-// kubeBin is the Kubernetes multi-call binary for the configured version.
-func (c *Config) kubeBin(b *build.Builder) string {
-	return filepath.Join(b.Dir("kubernetes", c.KubernetesVersion), build.KubeBinary)
+// kubeBin is the Kubernetes multi-call binary of a version.
+func kubeBin(b *build.Builder, version string) string {
+	return filepath.Join(b.Dir("kubernetes", version), build.KubeBinary)
 }
 
-func (c *Config) etcdBin(b *build.Builder) string {
-	return filepath.Join(b.Dir("etcd", c.EtcdVersion), "etcd")
+// etcdBin is the etcd binary of a version.
+func etcdBin(b *build.Builder, version string) string {
+	return filepath.Join(b.Dir("etcd", version), "etcd")
 }
 
-// VolumeDir holds the local volumes of the kok-local StorageClass.
-func (c *Config) VolumeDir() string { return c.path("volumes") }
-
-// processes describes how the supervisor runs each component; self is the
-// kok binary, which also runs the volume provisioner.
-func (c *Config) processes(b *build.Builder, self string) []*supervisor.Process {
+// processes describes how the supervisor runs each component of c; self is
+// the kok binary, which also runs the volume provisioner.
+func processes(c *Config, b *build.Builder, self string) []*supervisor.Process {
 	pki := func(f string) string { return filepath.Join(c.PKIDir(), f) }
 	conf := func(f string) string { return filepath.Join(c.ConfDir(), f) }
-	kube := c.kubeBin(b)
+	kube := kubeBin(b, c.KubernetesVersion)
 	serviceCIDR := c.ServiceCIDR
 	return []*supervisor.Process{
 		{
@@ -59,7 +58,7 @@ func (c *Config) processes(b *build.Builder, self string) []*supervisor.Process 
 			StopGrace:  20 * time.Second,
 		},
 		{
-			Name: Etcd, Path: c.etcdBin(b),
+			Name: Etcd, Path: etcdBin(b, c.EtcdVersion),
 			Args: flags(
 				"name", c.NodeName,
 				"data-dir", c.EtcdDataDir(),
@@ -183,7 +182,7 @@ var probeClient = &http.Client{
 	Timeout: 2 * time.Second,
 	Transport: &http.Transport{
 		// Probes only talk to loopback endpoints of processes kok started.
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // readiness probe of a loopback process, not an identity check; controller-manager and scheduler serve self-signed certs
 		Proxy:           nil,
 	},
 }
@@ -198,7 +197,7 @@ func httpReady(url string) func(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("%s: %s", url, resp.Status)
 		}
@@ -215,4 +214,18 @@ func socketReady(path string) func(ctx context.Context) error {
 		}
 		return conn.Close()
 	}
+}
+
+// ensureBuilt builds the binaries the meta cluster of c runs.
+func ensureBuilt(ctx context.Context, b *build.Builder, c *Config) error {
+	kp, err := build.Kubernetes(ctx, b.Go, c.KubernetesVersion)
+	if err != nil {
+		return err
+	}
+	for _, p := range []*build.Product{kp, build.Etcd(c.EtcdVersion), build.CoreDNS(versions.CoreDNS)} {
+		if _, err := b.Ensure(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,8 +1,3 @@
-// Package local runs a real single-node meta cluster on this machine: etcd,
-// kube-apiserver, kube-controller-manager, kube-scheduler, containerd,
-// kubelet and kube-proxy as supervised processes, CoreDNS and kok-manager as
-// pods from locally built images. Everything it starts is recorded under one
-// state directory and stopped by pid.
 package local
 
 import (
@@ -126,8 +121,14 @@ func (c *Config) ContainerdDir() string { return c.path("containerd") }
 func (c *Config) CNIConfDir() string    { return c.path("config", "cni") }
 func (c *Config) CNIDataDir() string    { return c.path("cni") }
 
+// VolumeDir holds the local volumes of the kok-local StorageClass.
+func (c *Config) VolumeDir() string { return c.path("volumes") }
+
 // Kubeconfig is the admin kubeconfig kok up writes for the user.
 func (c *Config) Kubeconfig() string { return c.path("kubeconfig") }
+
+// DemoKubeconfig is where kok up writes the demo cluster's admin kubeconfig.
+func (c *Config) DemoKubeconfig() string { return filepath.Join(c.StateDir, DemoCluster+".kubeconfig") }
 
 // ContainerdSocket is the socket of kok's own containerd.
 func (c *Config) ContainerdSocket() string {

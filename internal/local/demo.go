@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
@@ -19,12 +18,10 @@ import (
 // DemoCluster is the business cluster kok up creates.
 const DemoCluster = "demo"
 
-// DemoKubeconfig is where kok up writes the demo cluster's admin kubeconfig.
-func (c *Config) DemoKubeconfig() string { return filepath.Join(c.StateDir, DemoCluster+".kubeconfig") }
-
-// ensureDemo creates the demo business cluster unless it exists, waits for
-// it and writes its kubeconfig.
-func (c *Config) ensureDemo(ctx context.Context, cfg *rest.Config, out io.Writer) error {
+// ensureDemo creates the demo business cluster at a Kubernetes version
+// unless it exists, waits for it and writes its admin kubeconfig
+// (Config.DemoKubeconfig).
+func ensureDemo(ctx context.Context, cfg *rest.Config, version, kubeconfig string, out io.Writer) error {
 	cl, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
 	if err != nil {
 		return err
@@ -32,7 +29,7 @@ func (c *Config) ensureDemo(ctx context.Context, cfg *rest.Config, out io.Writer
 	kc := &clusterv1.KubeCluster{}
 	err = cl.Get(ctx, client.ObjectKey{Namespace: DemoCluster, Name: DemoCluster}, kc)
 	if apierrors.IsNotFound(err) {
-		if kc, err = clusterctl.Create(ctx, cl, clusterctl.CreateOptions{Name: DemoCluster, Version: c.KubernetesVersion}); err != nil {
+		if kc, err = clusterctl.Create(ctx, cl, clusterctl.CreateOptions{Name: DemoCluster, Version: version}); err != nil {
 			return fmt.Errorf("creating the demo cluster: %w", err)
 		}
 	} else if err != nil {
@@ -45,7 +42,13 @@ func (c *Config) ensureDemo(ctx context.Context, cfg *rest.Config, out io.Writer
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(c.DemoKubeconfig(), data, 0o600)
+	return os.WriteFile(kubeconfig, data, 0o600)
+}
+
+// printDemo prints the one line that uses the demo business cluster.
+func printDemo(out io.Writer, kubeconfig string) {
+	fmt.Fprintf(out, "\nDemo business cluster %q (its control plane runs as pods in namespace %s):\n  kok kubectl --kubeconfig %s get ns\n",
+		DemoCluster, DemoCluster, kubeconfig)
 }
 
 // indent prefixes each write so nested progress reads as part of a step.

@@ -54,7 +54,7 @@ func ManagerImage(bin string) (string, error) {
 
 // imageSets lists the images kok up provides: its own, and those of every
 // Kubernetes and etcd version that is built.
-func (c *Config) imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
+func imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
 	managerRef, err := ManagerImage(bins.Manager)
 	if err != nil {
 		return nil, err
@@ -112,11 +112,29 @@ func metaImages(s ImageSet) bool { return s.Name == "kok" || strings.HasPrefix(s
 
 func businessImages(s ImageSet) bool { return !metaImages(s) }
 
-// ensureImages builds the wanted image sets and imports into containerd those it
-// does not hold yet. A record of what was imported, kept beside
-// containerd's root, makes a warm start skip the work.
-func (c *Config) ensureImages(ctx context.Context, b *build.Builder, bins Binaries, progress io.Writer, want func(ImageSet) bool) (int, error) {
-	all, err := c.imageSets(b, bins)
+// importer builds kok's images and imports them into the node's containerd.
+type importer struct {
+	builder *build.Builder
+	bins    Binaries
+	// socket is kok's containerd.
+	socket string
+	// record keeps what was imported, beside containerd's root.
+	record string
+	// cacheDir holds the tarballs on their way into containerd.
+	cacheDir string
+	progress io.Writer
+}
+
+func newImporter(c *Config, b *build.Builder, bins Binaries, progress io.Writer) *importer {
+	return &importer{builder: b, bins: bins, socket: c.ContainerdSocket(),
+		record: filepath.Join(c.ContainerdDir(), "kok-images.json"), cacheDir: c.CacheDir, progress: progress}
+}
+
+// ensure builds the wanted image sets and imports into containerd those it
+// does not hold yet, and returns how many images it imported. The record of
+// what was imported makes a warm start skip the work.
+func (im *importer) ensure(ctx context.Context, want func(ImageSet) bool) (int, error) {
+	all, err := imageSets(im.builder, im.bins)
 	if err != nil {
 		return 0, err
 	}
@@ -126,14 +144,13 @@ func (c *Config) ensureImages(ctx context.Context, b *build.Builder, bins Binari
 			sets = append(sets, s)
 		}
 	}
-	ctr := &image.Containerd{Address: c.ContainerdSocket(), Namespace: "k8s.io"}
+	ctr := &image.Containerd{Address: im.socket, Namespace: "k8s.io"}
 	have, err := ctr.Images(ctx)
 	if err != nil {
 		return 0, err
 	}
-	recordFile := filepath.Join(c.ContainerdDir(), "kok-images.json")
 	record := map[string]string{}
-	if data, err := os.ReadFile(recordFile); err == nil {
+	if data, err := os.ReadFile(im.record); err == nil {
 		_ = json.Unmarshal(data, &record)
 	}
 	imported := 0
@@ -160,7 +177,7 @@ func (c *Config) ensureImages(ctx context.Context, b *build.Builder, bins Binari
 			}
 			imgs[spec.Ref] = img
 		}
-		tarball := filepath.Join(c.CacheDir, "images", set.Name+".tar")
+		tarball := filepath.Join(im.cacheDir, "images", set.Name+".tar")
 		if err := os.MkdirAll(filepath.Dir(tarball), 0o755); err != nil {
 			return imported, err
 		}
@@ -176,10 +193,10 @@ func (c *Config) ensureImages(ctx context.Context, b *build.Builder, bins Binari
 			refs = append(refs, r)
 		}
 		sort.Strings(refs)
-		fmt.Fprintf(progress, "    imported %v\n", refs)
+		fmt.Fprintf(im.progress, "    imported %v\n", refs)
 		imported += len(imgs)
 		data, _ := json.MarshalIndent(record, "", "  ")
-		if err := writeFile(recordFile, data, 0o644); err != nil {
+		if err := writeFile(im.record, data, 0o644); err != nil {
 			return imported, err
 		}
 	}
@@ -214,7 +231,7 @@ func fileHash(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err

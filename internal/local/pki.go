@@ -1,7 +1,6 @@
 package local
 
 import (
-	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -12,13 +11,9 @@ import (
 	"github.com/kubeonkube/kok/internal/pki"
 )
 
-// renewFraction: a leaf certificate with less than this share of its life
-// left is reissued by kok up.
-const renewFraction = 0.2
-
 // ensurePKI creates the meta cluster's CAs, certificates and kubeconfigs,
 // keeping whatever is present and still good. It is idempotent.
-func (c *Config) ensurePKI() error {
+func ensurePKI(c *Config) error {
 	dir := c.PKIDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -116,14 +111,10 @@ func ensureCA(dir, name, cn string) (*pki.KeyPair, error) {
 	return kp, saveKeyPair(dir, name, kp)
 }
 
-// ensureLeaf keeps an existing certificate that is signed by ca, covers the
-// wanted names and is far from expiry; otherwise it issues a new one.
+// ensureLeaf keeps an existing certificate pki.Keep allows; otherwise it
+// issues a new one.
 func ensureLeaf(dir, name string, ca *pki.KeyPair, spec pki.CertSpec) (*pki.KeyPair, error) {
-	if kp, err := loadKeyPair(dir, name); err == nil &&
-		kp.Cert.CheckSignatureFrom(ca.Cert) == nil &&
-		!pki.NeedsRenewal(kp.Cert, renewFraction, time.Now()) &&
-		pki.Covers(kp.Cert, spec.DNSNames, spec.IPs) &&
-		sameSubject(kp.Cert, spec) {
+	if kp, err := loadKeyPair(dir, name); err == nil && pki.Keep(kp.Cert, ca.Cert, spec, time.Now()) {
 		return kp, nil
 	}
 	kp, err := ca.Issue(spec)
@@ -131,18 +122,6 @@ func ensureLeaf(dir, name string, ca *pki.KeyPair, spec pki.CertSpec) (*pki.KeyP
 		return nil, err
 	}
 	return kp, saveKeyPair(dir, name, kp)
-}
-
-func sameSubject(cert *x509.Certificate, spec pki.CertSpec) bool {
-	if cert.Subject.CommonName != spec.CommonName || len(cert.Subject.Organization) != len(spec.Organization) {
-		return false
-	}
-	for i := range spec.Organization {
-		if cert.Subject.Organization[i] != spec.Organization[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func ensureServiceAccountKey(dir string) error {
@@ -189,16 +168,4 @@ func saveKeyPair(dir, name string, kp *pki.KeyPair) error {
 		return err
 	}
 	return writeFile(filepath.Join(dir, name+".crt"), kp.CertPEM(), 0o644)
-}
-
-// writeFile writes atomically, so a crash never leaves half a file.
-func writeFile(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

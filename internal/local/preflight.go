@@ -73,26 +73,31 @@ func checkCgroups() error {
 	return nil
 }
 
-// checkPorts reports the first port already taken by another process.
-func (c *Config) checkPorts() error {
+// checkPorts reports the first port already taken by another process:
+// apiServerPort (Config.APIServerPort) or one of ports.
+func checkPorts(apiServerPort int) error {
 	all := append([]struct {
 		port  int
 		owner string
-	}{{c.APIServerPort, "kube-apiserver"}}, ports...)
+	}{{apiServerPort, "kube-apiserver"}}, ports...)
 	for _, p := range all {
-		l, err := net.Listen("tcp", fmt.Sprintf(":%d", p.port))
 		// A process killed a moment ago (a crash, or kok's own leftovers
 		// just stopped) may still hold its port while it exits.
-		for deadline := time.Now().Add(5 * time.Second); err != nil && time.Now().Before(deadline); {
-			time.Sleep(250 * time.Millisecond)
-			l, err = net.Listen("tcp", fmt.Sprintf(":%d", p.port))
-		}
-		if err != nil {
+		err := poll(context.Background(), 250*time.Millisecond, 5*time.Second, func(context.Context) (bool, error) {
+			l, err := net.Listen("tcp", fmt.Sprintf(":%d", p.port))
+			if err != nil {
+				return false, nil
+			}
+			l.Close()
+			return true, nil
+		}, func() error {
 			who := portOwner(p.port)
 			return &PreflightError{fmt.Sprintf("port %d (%s) is already in use%s", p.port, p.owner, who),
 				"stop whatever listens there (another Kubernetes? see 'ss -ltnp'), or 'kok down' if it is an old kok"}
+		})
+		if err != nil {
+			return err
 		}
-		l.Close()
 	}
 	return nil
 }

@@ -12,12 +12,12 @@ const PauseImage = "kok.local/pause:kok"
 
 // renderConfigs writes the configuration files of containerd, the CNI, the
 // kubelet and kube-proxy.
-func (c *Config) renderConfigs() error {
+func renderConfigs(c *Config) error {
 	files := map[string]string{
-		filepath.Join(c.ConfDir(), "containerd.toml"):    c.containerdConfig(),
-		filepath.Join(c.CNIConfDir(), "10-kok.conflist"): c.cniConfig(),
-		filepath.Join(c.ConfDir(), "kubelet.yaml"):       c.kubeletConfig(),
-		filepath.Join(c.ConfDir(), "kube-proxy.yaml"):    c.kubeProxyConfig(),
+		filepath.Join(c.ConfDir(), "containerd.toml"):    containerdConfig(c),
+		filepath.Join(c.CNIConfDir(), "10-kok.conflist"): cniConfig(c),
+		filepath.Join(c.ConfDir(), "kubelet.yaml"):       kubeletConfig(c),
+		filepath.Join(c.ConfDir(), "kube-proxy.yaml"):    kubeProxyConfig(c),
 	}
 	for path, content := range files {
 		if err := writeFile(path, []byte(content), 0o644); err != nil {
@@ -27,7 +27,7 @@ func (c *Config) renderConfigs() error {
 	return nil
 }
 
-func (c *Config) containerdConfig() string {
+func containerdConfig(c *Config) string {
 	return fmt.Sprintf(`# Written by kok up. kok's own containerd: its socket, root and state are kok's.
 version = 2
 root = %[1]q
@@ -70,7 +70,7 @@ oom_score = -999
 		c.ContainerdSocket(), filepath.Join(c.ContainerdDir(), "opt"), PauseImage, c.CNIConfDir())
 }
 
-func (c *Config) cniConfig() string {
+func cniConfig(c *Config) string {
 	return fmt.Sprintf(`{
   "cniVersion": "0.4.0",
   "name": "kok",
@@ -94,7 +94,7 @@ func (c *Config) cniConfig() string {
 `, c.Bridge, c.NodeSubnet, c.NodeIP().String(), filepath.Join(c.CNIDataDir(), "ipam"))
 }
 
-func (c *Config) kubeletConfig() string {
+func kubeletConfig(c *Config) string {
 	pki := c.PKIDir()
 	return fmt.Sprintf(`# Written by kok up.
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -138,7 +138,7 @@ rotateCertificates: false
 		filepath.Join(c.KubeletDir(), "pod-logs"))
 }
 
-func (c *Config) kubeProxyConfig() string {
+func kubeProxyConfig(c *Config) string {
 	return fmt.Sprintf(`# Written by kok up.
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration

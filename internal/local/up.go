@@ -1,38 +1,21 @@
 package local
 
 import (
-	"bytes"
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"syscall"
-	"text/template"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	kokconfig "github.com/kubeonkube/kok/config"
-	"github.com/kubeonkube/kok/internal/kube"
 	"github.com/kubeonkube/kok/internal/local/build"
 	"github.com/kubeonkube/kok/internal/local/proc"
-	"github.com/kubeonkube/kok/internal/local/supervisor"
 	"github.com/kubeonkube/kok/internal/local/versions"
 )
-
-//go:embed addons/coredns.yaml
-var corednsManifest string
 
 // UpOptions configure kok up.
 type UpOptions struct {
@@ -82,20 +65,79 @@ func (p *progress) info(format string, args ...any) {
 	fmt.Fprintf(p.out, "    "+format+"\n", args...)
 }
 
-// SupervisorPidFile is the pid file of the supervisor of a state directory.
-func SupervisorPidFile(stateDir string) string {
-	return filepath.Join(stateDir, "run", "supervisor.pid")
-}
-
 // Up brings the local meta cluster up, or reports that it already runs.
+//
+// It runs the steps below in order; each prints a line with its time when
+// it is done (UpResult.Steps). Once processes run, a failure stops them
+// again unless KeepOnFailure.
 func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	p := &progress{out: o.Out, start: time.Now(), last: time.Now()}
 	if err := checkRoot(); err != nil {
 		return nil, err
 	}
-	c := o.Config
+	c, err := upConfig(o.Config)
+	if err != nil {
+		return nil, err
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 5 * time.Minute
+	}
+	u := &upRun{o: o, c: c, p: p, images: newImporter(c, o.Builder, o.Bins, o.Out)}
+	if _, u.supervised = proc.Alive(SupervisorPidFile(c.StateDir)); u.supervised {
+		if err := httpReady(c.APIServerURL() + "/readyz")(ctx); err == nil {
+			return u.alreadyRunning(ctx)
+		}
+		fmt.Fprintln(o.Out, "kok meta cluster is starting; waiting for it")
+	}
+
+	// Nothing runs yet: a failure just returns.
+	if err := u.do(ctx,
+		u.prerequisites, // clear an earlier run's leftovers, check the host, install packages
+		u.binaries,      // build Kubernetes, etcd and CoreDNS
+		u.configuration, // save the configuration; certificates, kubeconfigs, config files
+	); err != nil {
+		return nil, err
+	}
+	if err := u.do(ctx,
+		u.hostSetup,     // network guard, bridge, cgroups
+		u.runSupervisor, // (no line: counted in the next step)
+	); err != nil {
+		return u.fail(err)
+	}
+	// One deadline, counted from when the supervisor runs, bounds the rest.
+	waitCtx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	if err := u.do(waitCtx,
+		u.containerd,          // containerd ready, meta cluster images imported
+		u.startBusinessImport, // (no line) business cluster images, in the background
+		u.controlPlane,        // etcd and kube-apiserver ready
+		u.applyAddons,         // CoreDNS and kok applied
+		u.nodeReady,           // every component ready, the node Ready
+		u.addonsReady,         // CoreDNS and kok-manager Deployments ready
+		u.businessImport,      // the background import done
+	); err != nil {
+		return u.fail(err)
+	}
+	total := time.Since(p.start)
+	if o.Demo {
+		if err := u.do(waitCtx, u.demo); err != nil {
+			return u.fail(err)
+		}
+	}
+	fmt.Fprintf(o.Out, "\nkok meta cluster is up in %.1fs (Kubernetes %s).\n  export KUBECONFIG=%s\n  kubectl get nodes\n",
+		total.Seconds(), c.KubernetesVersion, c.Kubeconfig())
+	if o.Demo {
+		printDemo(o.Out, c.DemoKubeconfig())
+	}
+	return &UpResult{Total: total, Steps: p.steps}, nil
+}
+
+// upConfig is the configuration kok up works with: the one saved in the
+// state directory if there is one (its address plan is what the PKI and data
+// match), with the asked-for cache and run directories; else want.
+func upConfig(want Config) (*Config, error) {
+	c := want
 	if saved, err := LoadConfig(c.StateDir); err == nil {
-		// The saved address plan wins: it is what the PKI and data match.
 		saved.CacheDir, saved.RunDir = c.CacheDir, c.RunDir
 		c = *saved
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -104,419 +146,256 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	if o.Timeout == 0 {
-		o.Timeout = 5 * time.Minute
-	}
+	return &c, nil
+}
 
-	if _, alive := proc.Alive(SupervisorPidFile(c.StateDir)); alive {
-		if err := httpReady(c.APIServerURL() + "/readyz")(ctx); err == nil {
-			// Still level-based: a rebuilt kok-manager or changed
-			// manifests are rolled out.
-			if err := c.refresh(ctx, o); err != nil {
-				return nil, err
-			}
-			fmt.Fprintf(o.Out, "kok meta cluster is already running (state %s)\n  export KUBECONFIG=%s\n", c.StateDir, c.Kubeconfig())
-			if o.Demo {
-				printDemo(o.Out, &c)
-			}
-			return &UpResult{AlreadyRunning: true}, nil
+// upRun is one run of kok up: its options and configuration, and what its
+// steps hand on to later ones.
+type upRun struct {
+	o      UpOptions
+	c      *Config
+	p      *progress
+	images *importer
+	// supervised: a supervisor ran for this state when kok up began.
+	supervised bool
+
+	rest *rest.Config         // set by applyAddons
+	cs   kubernetes.Interface // set by nodeReady
+	bulk <-chan importResult  // set by startBusinessImport
+}
+
+type importResult struct {
+	n   int
+	err error
+}
+
+// An upStep does one phase of kok up and returns the line that reports it
+// done. A step without a line ("") has its time counted in the next step's.
+type upStep func(ctx context.Context) (string, error)
+
+// do runs steps in order, reporting each one done with its time, until one
+// fails.
+func (u *upRun) do(ctx context.Context, steps ...upStep) error {
+	for _, step := range steps {
+		done, err := step(ctx)
+		if err != nil {
+			return err
 		}
-		fmt.Fprintln(o.Out, "kok meta cluster is starting; waiting for it")
-	} else {
-		// Nothing supervises this state: clear leftovers of a crash or a
-		// reboot before starting afresh. Data on disk is kept.
-		if stopped := stopRecorded(c); stopped > 0 {
-			p.info("stopped %d processes left by an earlier run", stopped)
-		}
-		if err := checkStateDir(c.StateDir); err != nil {
-			return nil, err
-		}
-		if err := checkCgroups(); err != nil {
-			return nil, err
-		}
-		if err := c.checkPorts(); err != nil {
-			return nil, err
+		if done != "" {
+			u.p.done(done)
 		}
 	}
-	if err := ensurePackages(ctx, o.Out); err != nil {
+	return nil
+}
+
+// fail ends a run that started processes: they are stopped again, unless
+// asked to keep them for inspection.
+func (u *upRun) fail(err error) (*UpResult, error) {
+	if u.o.KeepOnFailure {
+		return nil, fmt.Errorf("%w\n  (left running for inspection: logs in %s; 'kok down' stops it)", err, u.c.LogDir())
+	}
+	fmt.Fprintf(u.o.Out, "kok up failed; stopping what it started (logs stay in %s)\n", u.c.LogDir())
+	_ = Down(context.Background(), DownOptions{StateDir: u.c.StateDir, Builder: u.o.Builder, Out: io.Discard})
+	return nil, err
+}
+
+// alreadyRunning keeps kok up level-based on a running cluster (a rebuilt
+// kok-manager or changed manifests are rolled out) and says it runs.
+func (u *upRun) alreadyRunning(ctx context.Context) (*UpResult, error) {
+	if err := u.refresh(ctx); err != nil {
 		return nil, err
 	}
-	p.done("prerequisites")
-
-	if err := ensureBuilt(ctx, o.Builder, &c); err != nil {
-		return nil, err
+	fmt.Fprintf(u.o.Out, "kok meta cluster is already running (state %s)\n  export KUBECONFIG=%s\n", u.c.StateDir, u.c.Kubeconfig())
+	if u.o.Demo {
+		printDemo(u.o.Out, u.c.DemoKubeconfig())
 	}
-	p.done(fmt.Sprintf("binaries (kubernetes %s, etcd %s, coredns %s)", c.KubernetesVersion, c.EtcdVersion, versions.CoreDNS))
-
-	if err := c.Save(); err != nil {
-		return nil, err
-	}
-	if err := c.ensurePKI(); err != nil {
-		return nil, fmt.Errorf("certificates: %w", err)
-	}
-	if err := c.renderConfigs(); err != nil {
-		return nil, err
-	}
-	p.done("certificates and configuration")
-
-	// From here on processes run: a failure stops them again, unless asked
-	// to keep them for inspection.
-	fail := func(err error) (*UpResult, error) {
-		if o.KeepOnFailure {
-			return nil, fmt.Errorf("%w\n  (left running for inspection: logs in %s; 'kok down' stops it)", err, c.LogDir())
-		}
-		fmt.Fprintf(o.Out, "kok up failed; stopping what it started (logs stay in %s)\n", c.LogDir())
-		_ = Down(context.Background(), DownOptions{StateDir: c.StateDir, Builder: o.Builder, Out: io.Discard})
-		return nil, err
-	}
-	// The guard goes in before anything can send a packet.
-	if err := c.EnsureGuard(ctx); err != nil {
-		return fail(fmt.Errorf("network guard: %w", err))
-	}
-	if err := c.ensureHostNetwork(ctx); err != nil {
-		return fail(fmt.Errorf("host network: %w", err))
-	}
-	if err := c.ensureCgroupRoot(); err != nil {
-		return fail(err)
-	}
-	p.done("network guard, bridge " + c.Bridge + " and cgroups")
-
-	if _, alive := proc.Alive(SupervisorPidFile(c.StateDir)); !alive {
-		if err := startSupervisor(o.Self, c); err != nil {
-			return fail(err)
-		}
-	}
-	waitCtx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	if err := waitComponents(waitCtx, c, []string{Containerd}); err != nil {
-		return fail(err)
-	}
-	n, err := c.ensureImages(waitCtx, o.Builder, o.Bins, o.Out, metaImages)
-	if err != nil {
-		return fail(fmt.Errorf("images: %w", err))
-	}
-	p.done(fmt.Sprintf("containerd and meta cluster images (%d imported)", n))
-	// Business-cluster images (every built Kubernetes and etcd version) are
-	// imported while the cluster starts.
-	type importResult struct {
-		n   int
-		err error
-	}
-	bulk := make(chan importResult, 1)
-	go func() {
-		n, err := c.ensureImages(waitCtx, o.Builder, o.Bins, o.Out, businessImages)
-		bulk <- importResult{n, err}
-	}()
-
-	if err := waitComponents(waitCtx, c, []string{Etcd, APIServer}); err != nil {
-		return fail(err)
-	}
-	p.done("etcd and kube-apiserver")
-
-	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
-	if err != nil {
-		return fail(err)
-	}
-	if err := c.installAddons(waitCtx, cfg, o.Bins); err != nil {
-		return fail(err)
-	}
-	p.done("CoreDNS and kok-manager applied")
-
-	if err := waitComponents(waitCtx, c, ComponentNames); err != nil {
-		return fail(err)
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fail(err)
-	}
-	if err := waitNodeReady(waitCtx, cs, c.NodeName, p.start); err != nil {
-		return fail(err)
-	}
-	p.done("node " + c.NodeName + " Ready")
-
-	for _, d := range []struct{ ns, name string }{{"kube-system", "coredns"}, {"kok-system", "kok-manager"}} {
-		if err := waitDeployment(waitCtx, cs, d.ns, d.name, p.start); err != nil {
-			return fail(err)
-		}
-	}
-	p.done("CoreDNS and kok-manager Ready")
-
-	r := <-bulk
-	if r.err != nil {
-		return fail(fmt.Errorf("images: %w", r.err))
-	}
-	p.done(fmt.Sprintf("business cluster images (%d imported)", r.n))
-
-	total := time.Since(p.start)
-	if o.Demo {
-		if err := c.ensureDemo(waitCtx, cfg, o.Out); err != nil {
-			return fail(fmt.Errorf("demo business cluster: %w", err))
-		}
-		p.done("demo business cluster " + DemoCluster + " Ready")
-	}
-	fmt.Fprintf(o.Out, "\nkok meta cluster is up in %.1fs (Kubernetes %s).\n  export KUBECONFIG=%s\n  kubectl get nodes\n",
-		total.Seconds(), c.KubernetesVersion, c.Kubeconfig())
-	if o.Demo {
-		printDemo(o.Out, &c)
-	}
-	return &UpResult{Total: total, Steps: p.steps}, nil
+	return &UpResult{AlreadyRunning: true}, nil
 }
 
 // refresh re-imports changed images and re-applies kok's manifests on a
 // running cluster.
-func (c *Config) refresh(ctx context.Context, o UpOptions) error {
-	if _, err := c.ensureImages(ctx, o.Builder, o.Bins, o.Out, metaImages); err != nil {
+func (u *upRun) refresh(ctx context.Context) error {
+	if _, err := u.images.ensure(ctx, metaImages); err != nil {
 		return fmt.Errorf("images: %w", err)
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
+	cfg, err := clientcmd.BuildConfigFromFlags("", u.c.Kubeconfig())
 	if err != nil {
 		return err
 	}
-	if err := c.installAddons(ctx, cfg, o.Bins); err != nil {
+	if err := installAddons(ctx, cfg, u.c, u.o.Bins); err != nil {
 		return err
 	}
-	if !o.Demo {
+	if !u.o.Demo {
 		return nil
 	}
-	if _, err := c.ensureImages(ctx, o.Builder, o.Bins, o.Out, businessImages); err != nil {
+	if _, err := u.images.ensure(ctx, businessImages); err != nil {
 		return fmt.Errorf("images: %w", err)
 	}
-	return c.ensureDemo(ctx, cfg, o.Out)
+	return ensureDemo(ctx, cfg, u.c.KubernetesVersion, u.c.DemoKubeconfig(), u.o.Out)
 }
 
-// printDemo prints the one line that uses the demo business cluster.
-func printDemo(out io.Writer, c *Config) {
-	fmt.Fprintf(out, "\nDemo business cluster %q (its control plane runs as pods in namespace %s):\n  kok kubectl --kubeconfig %s get ns\n",
-		DemoCluster, DemoCluster, c.DemoKubeconfig())
+// The steps, in the order Up runs them.
+
+// prerequisites clears what a crash or a reboot left and checks the host,
+// unless a supervisor runs this state already; then it installs missing
+// packages.
+func (u *upRun) prerequisites(ctx context.Context) (string, error) {
+	if !u.supervised {
+		// Nothing supervises this state: clear leftovers of a crash or a
+		// reboot before starting afresh. Data on disk is kept.
+		if stopped := stopRecorded(u.c); stopped > 0 {
+			u.p.info("stopped %d processes left by an earlier run", stopped)
+		}
+		if err := checkStateDir(u.c.StateDir); err != nil {
+			return "", err
+		}
+		if err := checkCgroups(); err != nil {
+			return "", err
+		}
+		if err := checkPorts(u.c.APIServerPort); err != nil {
+			return "", err
+		}
+	}
+	if err := ensurePackages(ctx, u.o.Out); err != nil {
+		return "", err
+	}
+	return "prerequisites", nil
 }
 
-// ensureBuilt builds the binaries the meta cluster runs.
-func ensureBuilt(ctx context.Context, b *build.Builder, c *Config) error {
-	kp, err := build.Kubernetes(ctx, b.Go, c.KubernetesVersion)
+// binaries builds the binaries the meta cluster runs.
+func (u *upRun) binaries(ctx context.Context) (string, error) {
+	if err := ensureBuilt(ctx, u.o.Builder, u.c); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("binaries (kubernetes %s, etcd %s, coredns %s)", u.c.KubernetesVersion, u.c.EtcdVersion, versions.CoreDNS), nil
+}
+
+// configuration saves the configuration and writes the certificates,
+// kubeconfigs and the components' configuration files.
+func (u *upRun) configuration(context.Context) (string, error) {
+	if err := u.c.Save(); err != nil {
+		return "", err
+	}
+	if err := ensurePKI(u.c); err != nil {
+		return "", fmt.Errorf("certificates: %w", err)
+	}
+	if err := renderConfigs(u.c); err != nil {
+		return "", err
+	}
+	return "certificates and configuration", nil
+}
+
+// hostSetup prepares the host: the network guard goes in before anything can
+// send a packet, then the bridge and the pods' cgroup root.
+func (u *upRun) hostSetup(ctx context.Context) (string, error) {
+	if err := EnsureGuard(ctx, u.c.GuardCIDR); err != nil {
+		return "", fmt.Errorf("network guard: %w", err)
+	}
+	if err := ensureHostNetwork(ctx, u.c); err != nil {
+		return "", fmt.Errorf("host network: %w", err)
+	}
+	if err := ensureCgroupRoot(u.c.CgroupRoot()); err != nil {
+		return "", err
+	}
+	return "network guard, bridge " + u.c.Bridge + " and cgroups", nil
+}
+
+// runSupervisor starts the supervisor unless one runs.
+func (u *upRun) runSupervisor(context.Context) (string, error) {
+	if _, alive := proc.Alive(SupervisorPidFile(u.c.StateDir)); !alive {
+		if err := startSupervisor(u.o.Self, u.c); err != nil {
+			return "", err
+		}
+	}
+	return "", nil
+}
+
+// containerd waits for containerd and imports the images the meta cluster
+// runs.
+func (u *upRun) containerd(ctx context.Context) (string, error) {
+	if err := waitComponents(ctx, u.c, []string{Containerd}); err != nil {
+		return "", err
+	}
+	n, err := u.images.ensure(ctx, metaImages)
 	if err != nil {
-		return err
+		return "", fmt.Errorf("images: %w", err)
 	}
-	for _, p := range []*build.Product{kp, build.Etcd(c.EtcdVersion), build.CoreDNS(versions.CoreDNS)} {
-		if _, err := b.Ensure(ctx, p); err != nil {
-			return err
-		}
-	}
-	return nil
+	return fmt.Sprintf("containerd and meta cluster images (%d imported)", n), nil
 }
 
-// startSupervisor runs "kok supervise" detached from this terminal.
-func startSupervisor(self string, c Config) error {
-	if err := os.MkdirAll(c.LogDir(), 0o755); err != nil {
-		return err
+// startBusinessImport imports business-cluster images (every built
+// Kubernetes and etcd version) while the cluster starts; businessImport
+// collects the result.
+func (u *upRun) startBusinessImport(ctx context.Context) (string, error) {
+	bulk := make(chan importResult, 1)
+	go func() {
+		n, err := u.images.ensure(ctx, businessImages)
+		bulk <- importResult{n, err}
+	}()
+	u.bulk = bulk
+	return "", nil
+}
+
+// controlPlane waits for etcd and the apiserver.
+func (u *upRun) controlPlane(ctx context.Context) (string, error) {
+	if err := waitComponents(ctx, u.c, []string{Etcd, APIServer}); err != nil {
+		return "", err
 	}
-	logf, err := os.OpenFile(filepath.Join(c.LogDir(), "supervisor.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	return "etcd and kube-apiserver", nil
+}
+
+// applyAddons applies CoreDNS and kok.
+func (u *upRun) applyAddons(ctx context.Context) (string, error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", u.c.Kubeconfig())
 	if err != nil {
-		return err
+		return "", err
 	}
-	defer logf.Close()
-	// A status file left by a supervisor that died describes processes
-	// that are gone; waiting on it would see them "ready".
-	if err := os.Remove(supervisor.StatusFile(c.PidDir())); err != nil && !os.IsNotExist(err) {
-		return err
+	u.rest = cfg
+	if err := installAddons(ctx, cfg, u.c, u.o.Bins); err != nil {
+		return "", err
 	}
-	cmd := exec.Command(self, "supervise", "--state-dir", c.StateDir, "--cache-dir", c.CacheDir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the supervisor: %w", err)
-	}
-	pid := cmd.Process.Pid
-	_ = cmd.Process.Release()
-	// The supervisor writes its own pid file; wait for it so the next
-	// command sees it.
-	for i := 0; i < 50; i++ {
-		if id, alive := proc.Alive(SupervisorPidFile(c.StateDir)); alive && id.PID == pid {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("the supervisor (pid %d) did not start; see %s", pid, filepath.Join(c.LogDir(), "supervisor.log"))
+	return "CoreDNS and kok-manager applied", nil
 }
 
-// maxStartRestarts: a component restarting this often while kok up waits is
-// failing, not starting.
-const maxStartRestarts = 3
-
-// waitComponents waits until the named components are ready, and fails fast
-// with the end of a component's log when it keeps crashing.
-func waitComponents(ctx context.Context, c Config, names []string) error {
-	for {
-		st, _ := supervisor.ReadStatus(c.PidDir())
-		ready := true
-		for _, n := range names {
-			s, ok := st[n]
-			if !ok || !s.Ready {
-				ready = false
-			}
-			if ok && s.Restarts >= maxStartRestarts {
-				return fmt.Errorf("%s keeps exiting (%d restarts, last: %s); end of %s:\n%s",
-					n, s.Restarts, s.LastExit, filepath.Join(c.LogDir(), n+".log"), logTail(filepath.Join(c.LogDir(), n+".log"), 15))
-			}
-		}
-		if ready {
-			return nil
-		}
-		if _, alive := proc.Alive(SupervisorPidFile(c.StateDir)); !alive {
-			return fmt.Errorf("the supervisor exited; end of %s:\n%s", filepath.Join(c.LogDir(), "supervisor.log"),
-				logTail(filepath.Join(c.LogDir(), "supervisor.log"), 15))
-		}
-		select {
-		case <-ctx.Done():
-			var waiting []string
-			for _, n := range names {
-				if !st[n].Ready {
-					waiting = append(waiting, n)
-				}
-			}
-			return fmt.Errorf("timed out waiting for %s; see the logs in %s", strings.Join(waiting, ", "), c.LogDir())
-		case <-time.After(200 * time.Millisecond):
-		}
+// nodeReady waits for every component, then for the node to be Ready.
+func (u *upRun) nodeReady(ctx context.Context) (string, error) {
+	if err := waitComponents(ctx, u.c, ComponentNames); err != nil {
+		return "", err
 	}
-}
-
-func logTail(file string, lines int) string {
-	data, err := os.ReadFile(file)
+	cs, err := kubernetes.NewForConfig(u.rest)
 	if err != nil {
-		return "  (no log)"
+		return "", err
 	}
-	all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(all) > lines {
-		all = all[len(all)-lines:]
+	u.cs = cs
+	if err := waitNodeReady(ctx, cs, u.c.NodeName, u.p.start); err != nil {
+		return "", err
 	}
-	return "  " + strings.Join(all, "\n  ")
+	return "node " + u.c.NodeName + " Ready", nil
 }
 
-// installAddons applies cluster DNS and kok itself.
-func (c *Config) installAddons(ctx context.Context, cfg *rest.Config, bins Binaries) error {
-	cl, err := client.New(cfg, client.Options{})
-	if err != nil {
-		return err
+// addonsReady waits for the CoreDNS and kok-manager Deployments.
+func (u *upRun) addonsReady(ctx context.Context) (string, error) {
+	for _, d := range []struct{ ns, name string }{{"kube-system", "coredns"}, {"kok-system", "kok-manager"}} {
+		if err := waitDeployment(ctx, u.cs, d.ns, d.name, u.p.start); err != nil {
+			return "", err
+		}
 	}
-	var dns bytes.Buffer
-	tmpl := template.Must(template.New("coredns").Parse(corednsManifest))
-	if err := tmpl.Execute(&dns, map[string]string{"Domain": c.DNSDomain, "Image": CoreDNSImage(), "ClusterIP": c.DNSServiceIP().String()}); err != nil {
-		return err
-	}
-	if err := retryApply(ctx, cl, dns.Bytes()); err != nil {
-		return fmt.Errorf("installing CoreDNS: %w", err)
-	}
-	manifests, err := kokconfig.Manifests()
-	if err != nil {
-		return err
-	}
-	ref, err := ManagerImage(bins.Manager)
-	if err != nil {
-		return err
-	}
-	manifests = bytes.ReplaceAll(manifests, []byte(kokconfig.ManagerImagePlaceholder), []byte(ref))
-	// The image exists only in this node's containerd.
-	manifests = bytes.ReplaceAll(manifests, []byte("imagePullPolicy: IfNotPresent"), []byte("imagePullPolicy: Never"))
-	if err := retryApply(ctx, cl, manifests); err != nil {
-		return fmt.Errorf("installing kok: %w", err)
-	}
-	return nil
+	return "CoreDNS and kok-manager Ready", nil
 }
 
-// retryApply applies manifests, retrying while the apiserver is still
-// settling (default RBAC, new CRDs not yet served).
-func retryApply(ctx context.Context, cl client.Client, manifests []byte) error {
-	var err error
-	for {
-		if err = kube.Apply(ctx, cl, manifests); err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(500 * time.Millisecond):
-		}
+// businessImport waits for the import startBusinessImport began.
+func (u *upRun) businessImport(context.Context) (string, error) {
+	r := <-u.bulk
+	if r.err != nil {
+		return "", fmt.Errorf("images: %w", r.err)
 	}
+	return fmt.Sprintf("business cluster images (%d imported)", r.n), nil
 }
 
-// waitNodeReady waits for the node to be Ready with a kubelet that renewed
-// its node lease after since, so a status left from before a restart does
-// not count.
-func waitNodeReady(ctx context.Context, cs kubernetes.Interface, name string, since time.Time) error {
-	var last string
-	for {
-		node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		switch {
-		case err == nil:
-			for _, cond := range node.Status.Conditions {
-				if cond.Type == corev1.NodeReady {
-					if cond.Status == corev1.ConditionTrue {
-						lease, err := cs.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, name, metav1.GetOptions{})
-						if err == nil && lease.Spec.RenewTime != nil && !lease.Spec.RenewTime.Time.Before(since.Truncate(time.Second)) {
-							return nil
-						}
-						last = "kubelet has not renewed its lease yet"
-						continue
-					}
-					last = cond.Reason + ": " + cond.Message
-				}
-			}
-		case apierrors.IsNotFound(err):
-			last = "not registered yet"
-		default:
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("node %s not Ready: %s", name, last)
-		case <-time.After(250 * time.Millisecond):
-		}
+// demo creates the demo business cluster and waits for it.
+func (u *upRun) demo(ctx context.Context) (string, error) {
+	if err := ensureDemo(ctx, u.rest, u.c.KubernetesVersion, u.c.DemoKubeconfig(), u.o.Out); err != nil {
+		return "", fmt.Errorf("demo business cluster: %w", err)
 	}
-}
-
-// waitDeployment waits until every replica of a Deployment is a pod that
-// became Ready after since: a Deployment status left from before a restart
-// does not count.
-func waitDeployment(ctx context.Context, cs kubernetes.Interface, ns, name string, since time.Time) error {
-	var last string
-	for {
-		d, err := cs.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			want := int32(1)
-			if d.Spec.Replicas != nil {
-				want = *d.Spec.Replicas
-			}
-			ready, err := freshReadyPods(ctx, cs, ns, d.Spec.Selector, since)
-			if err == nil && ready >= want && d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == want {
-				return nil
-			}
-			last = fmt.Sprintf("%d/%d pods ready", ready, want)
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("deployment %s/%s not ready (%s); kubectl -n %s describe pods", ns, name, last, ns)
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
-func freshReadyPods(ctx context.Context, cs kubernetes.Interface, ns string, sel *metav1.LabelSelector, since time.Time) (int32, error) {
-	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(sel)})
-	if err != nil {
-		return 0, err
-	}
-	var n int32
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp != nil {
-			continue
-		}
-		for _, cond := range p.Status.Conditions {
-			if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue &&
-				!cond.LastTransitionTime.Time.Before(since.Truncate(time.Second)) {
-				n++
-			}
-		}
-	}
-	return n, nil
+	return "demo business cluster " + DemoCluster + " Ready", nil
 }

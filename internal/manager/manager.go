@@ -28,6 +28,7 @@ import (
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/etcd"
+	"github.com/kubeonkube/kok/internal/kube"
 	kokwebhook "github.com/kubeonkube/kok/internal/webhook"
 )
 
@@ -62,7 +63,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one active manager among replicas")
 	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")
-	fs.StringVar(&o.ImageRegistry, "image-registry", "kok.local", "registry (and path) prefixed to every image kok runs")
+	fs.StringVar(&o.ImageRegistry, "image-registry", kube.DefaultRegistry, "registry (and path) prefixed to every image kok runs")
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of the meta cluster")
 	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "port of the admission webhooks (0 turns them off)")
 	ns := os.Getenv("POD_NAMESPACE")

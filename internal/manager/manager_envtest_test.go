@@ -30,7 +30,11 @@ func TestManagerServesProbes(t *testing.T) {
 	go func() { done <- mgr.Start(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		// Start returns nil once its context is cancelled and it shut down
+		// cleanly; anything else is a failed shutdown.
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
 	})
 
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -38,7 +42,7 @@ func TestManagerServesProbes(t *testing.T) {
 		for {
 			resp, err := http.Get(fmt.Sprintf("http://%s%s", probe, path))
 			if err == nil {
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
 					break
 				}

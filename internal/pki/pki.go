@@ -5,6 +5,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,6 +18,7 @@ import (
 	"math"
 	"math/big"
 	"net"
+	"slices"
 	"time"
 
 	certutil "k8s.io/client-go/util/cert"
@@ -125,6 +127,9 @@ func ParseKeyPair(certPEM, keyPEM []byte) (*KeyPair, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(certs) == 0 {
+		return nil, errors.New("no certificate")
+	}
 	signer, err := ParseKey(keyPEM)
 	if err != nil {
 		return nil, err
@@ -145,6 +150,10 @@ func ParseKey(keyPEM []byte) (crypto.Signer, error) {
 	return signer, nil
 }
 
+// RenewFraction is kok's one renewal rule: a leaf certificate with less
+// than this share of its life left is reissued.
+const RenewFraction = 0.2
+
 // NeedsRenewal reports whether cert has less than fraction of its lifetime
 // left at now, or is not yet valid.
 func NeedsRenewal(cert *x509.Certificate, fraction float64, now time.Time) bool {
@@ -155,6 +164,64 @@ func NeedsRenewal(cert *x509.Certificate, fraction float64, now time.Time) bool 
 	left := cert.NotAfter.Sub(now)
 	return float64(left) < fraction*float64(life)
 }
+
+// Keep is kok's one leaf policy: an existing certificate is kept when ca
+// signed it, it is far from expiry (RenewFraction), it covers every name
+// and address of spec and says what spec says (subject and usages).
+// Anything else is reissued: a renamed identity, a new SAN, a new CA.
+func Keep(cert *x509.Certificate, ca *x509.Certificate, spec CertSpec, now time.Time) bool {
+	return cert != nil && ca != nil && cert.CheckSignatureFrom(ca) == nil &&
+		!NeedsRenewal(cert, RenewFraction, now) &&
+		Covers(cert, spec.DNSNames, spec.IPs) && SameIdentity(cert, spec)
+}
+
+// SameIdentity reports whether cert has spec's subject and key usages.
+func SameIdentity(cert *x509.Certificate, spec CertSpec) bool {
+	if cert.Subject.CommonName != spec.CommonName || !slices.Equal(cert.Subject.Organization, spec.Organization) {
+		return false
+	}
+	return slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageServerAuth) == spec.Server &&
+		slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) == spec.Client
+}
+
+// Keys of a certificate Secret (the kubernetes.io/tls layout plus the CA).
+const (
+	KeyCert = "tls.crt"
+	KeyKey  = "tls.key"
+	KeyCA   = "ca.crt"
+)
+
+// SecretData is the content of one Secret, by key.
+type SecretData map[string][]byte
+
+// SecretData encodes kp as tls.crt/tls.key with caPEM as ca.crt.
+func (kp *KeyPair) SecretData(caPEM []byte) (SecretData, error) {
+	key, err := kp.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	return SecretData{KeyCert: kp.CertPEM(), KeyKey: key, KeyCA: caPEM}, nil
+}
+
+// LeafSecret returns cur when it holds a certificate Keep allows for spec
+// and caPEM as its trust bundle; otherwise a new certificate ca signs for
+// spec, with caPEM as ca.crt. issued reports a new one.
+func (ca *KeyPair) LeafSecret(cur SecretData, caPEM []byte, spec CertSpec, now time.Time) (data SecretData, issued bool, err error) {
+	if bytes.Equal(cur[KeyCA], caPEM) {
+		if kp, err := FromSecret(cur); err == nil && Keep(kp.Cert, ca.Cert, spec, now) {
+			return cur, false, nil
+		}
+	}
+	kp, err := ca.Issue(spec)
+	if err != nil {
+		return nil, false, err
+	}
+	data, err = kp.SecretData(caPEM)
+	return data, err == nil, err
+}
+
+// FromSecret decodes tls.crt/tls.key of a certificate Secret.
+func FromSecret(d SecretData) (*KeyPair, error) { return ParseKeyPair(d[KeyCert], d[KeyKey]) }
 
 // Covers reports whether cert is valid for every DNS name and IP given.
 func Covers(cert *x509.Certificate, dnsNames []string, ips []net.IP) bool {

@@ -76,3 +76,62 @@ func TestNeedsRenewal(t *testing.T) {
 		}
 	}
 }
+
+func TestKeep(t *testing.T) {
+	ca, err := NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewCA("other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := CertSpec{CommonName: "kube-apiserver", Organization: []string{"a"}, Server: true, DNSNames: []string{"api"}}
+	leaf, err := ca.Issue(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if !Keep(leaf.Cert, ca.Cert, spec, now) {
+		t.Fatal("a fresh leaf for the same spec must be kept")
+	}
+	renamed := spec
+	renamed.CommonName = "renamed"
+	wider := spec
+	wider.DNSNames = append([]string{"more"}, spec.DNSNames...)
+	client := spec
+	client.Client = true
+	org := spec
+	org.Organization = []string{"b"}
+	for name, c := range map[string]struct {
+		ca   *x509.Certificate
+		spec CertSpec
+		now  time.Time
+	}{
+		"other CA":         {other.Cert, spec, now},
+		"renamed subject":  {ca.Cert, renamed, now},
+		"other org":        {ca.Cert, org, now},
+		"new SAN":          {ca.Cert, wider, now},
+		"new usage":        {ca.Cert, client, now},
+		"near expiry":      {ca.Cert, spec, leaf.Cert.NotAfter.Add(-time.Hour)},
+		"before NotBefore": {ca.Cert, spec, leaf.Cert.NotBefore.Add(-time.Hour)},
+	} {
+		if Keep(leaf.Cert, c.ca, c.spec, c.now) {
+			t.Errorf("%s: want reissue", name)
+		}
+	}
+	data, err := leaf.SecretData(ca.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, issued, err := ca.LeafSecret(data, ca.CertPEM(), spec, now)
+	if err != nil || issued || string(got[KeyCert]) != string(data[KeyCert]) {
+		t.Fatalf("LeafSecret must keep a good certificate: issued=%v err=%v", issued, err)
+	}
+	if _, issued, err := ca.LeafSecret(data, ca.CertPEM(), renamed, now); err != nil || !issued {
+		t.Fatalf("LeafSecret must reissue a renamed certificate: issued=%v err=%v", issued, err)
+	}
+	if _, issued, err := ca.LeafSecret(data, other.CertPEM(), spec, now); err != nil || !issued {
+		t.Fatalf("LeafSecret must reissue for a new trust bundle: issued=%v err=%v", issued, err)
+	}
+}

@@ -18,12 +18,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	certutil "k8s.io/client-go/util/cert"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
-	"github.com/kubeonkube/kok/internal/cluster"
+	"github.com/kubeonkube/kok/internal/kube"
 	"github.com/kubeonkube/kok/internal/pki"
 )
 
@@ -35,10 +36,6 @@ const (
 	// KubeClusterPath serves KubeCluster validation.
 	KubeClusterPath = "/validate-cluster-kok-dev-v1alpha1-kubecluster"
 )
-
-// renewFraction: the serving certificate is reissued with less than this
-// share of its life left.
-const renewFraction = 0.2
 
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch;patch
 
@@ -84,7 +81,7 @@ func (v *KubeClusterValidator) check(ctx context.Context, kc *clusterv1.KubeClus
 		}
 		known = append(known, kv.Name)
 	}
-	slices.SortFunc(known, cluster.CompareVersions)
+	slices.SortFunc(known, kube.CompareVersions)
 	errs := field.ErrorList{field.NotSupported(field.NewPath("spec", "version"), kc.Spec.Version, known)}
 	if len(known) == 0 {
 		errs = field.ErrorList{field.Invalid(field.NewPath("spec", "version"), kc.Spec.Version,
@@ -98,6 +95,8 @@ func (v *KubeClusterValidator) check(ctx context.Context, kc *clusterv1.KubeClus
 // CA and certificate are made (the first replica to write wins).
 func ServingCertificate(ctx context.Context, c client.Client, namespace string) (*tls.Certificate, []byte, error) {
 	host := fmt.Sprintf("%s.%s.svc", ServiceName, namespace)
+	spec := pki.CertSpec{CommonName: host, Server: true,
+		DNSNames: []string{ServiceName, ServiceName + "." + namespace, host, host + ".cluster.local"}}
 	for range 3 {
 		var s corev1.Secret
 		err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: SecretName}, &s)
@@ -106,8 +105,9 @@ func ServingCertificate(ctx context.Context, c client.Client, namespace string) 
 		}
 		exists := err == nil
 		if exists {
-			if kp, err := pki.ParseKeyPair(s.Data["tls.crt"], s.Data["tls.key"]); err == nil &&
-				!pki.NeedsRenewal(kp.Cert, renewFraction, time.Now()) && pki.Covers(kp.Cert, []string{host}, nil) {
+			kp, kerr := pki.FromSecret(s.Data)
+			ca, cerr := certutil.ParseCertsPEM(s.Data[pki.KeyCA])
+			if kerr == nil && cerr == nil && len(ca) > 0 && pki.Keep(kp.Cert, ca[0], spec, time.Now()) {
 				cert, err := tls.X509KeyPair(s.Data["tls.crt"], s.Data["tls.key"])
 				return &cert, s.Data["ca.crt"], err
 			}
@@ -116,16 +116,13 @@ func ServingCertificate(ctx context.Context, c client.Client, namespace string) 
 		if err != nil {
 			return nil, nil, err
 		}
-		kp, err := ca.Issue(pki.CertSpec{CommonName: host, Server: true,
-			DNSNames: []string{ServiceName, ServiceName + "." + namespace, host, host + ".cluster.local"}})
+		kp, err := ca.Issue(spec)
 		if err != nil {
 			return nil, nil, err
 		}
-		key, err := kp.KeyPEM()
-		if err != nil {
+		if s.Data, err = kp.SecretData(ca.CertPEM()); err != nil {
 			return nil, nil, err
 		}
-		s.Data = map[string][]byte{"tls.crt": kp.CertPEM(), "tls.key": key, "ca.crt": ca.CertPEM()}
 		if exists {
 			err = c.Update(ctx, &s)
 		} else {

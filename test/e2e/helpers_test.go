@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func kok(t *testing.T, stateDir string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	full := append(args, "--state-dir", stateDir)
+	full := append(slices.Clone(args), "--state-dir", stateDir)
 	cmd := exec.CommandContext(ctx, kokBin(t), full...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -24,6 +24,7 @@ import (
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
+	"github.com/kubeonkube/kok/internal/pki"
 )
 
 // TestKubeClusterExposureRotationPause: an apiserver Service of type
@@ -112,10 +113,10 @@ func TestKubeClusterExposureRotationPause(t *testing.T) {
 
 	t.Run("certificates are rotated on request, every component rolled", func(t *testing.T) {
 		settled(t, c, name, name)
-		ca := certOf(n.CASecret(), cluster.KeyCert)
+		ca := certOf(n.CASecret(), pki.KeyCert)
 		before := map[string]string{}
 		for _, s := range leafSecrets {
-			before[s] = certOf(s, cluster.KeyCert).SerialNumber.String()
+			before[s] = certOf(s, pki.KeyCert).SerialNumber.String()
 		}
 		for _, s := range []string{n.AdminKubeconfig(), n.ControllerManagerKubeconfig(), n.SchedulerKubeconfig()} {
 			before[s] = certOf(s, cluster.KeyKubeconfig).SerialNumber.String()
@@ -138,7 +139,7 @@ func TestKubeClusterExposureRotationPause(t *testing.T) {
 			return nil
 		})
 		for s, serial := range before {
-			key := cluster.KeyCert
+			key := pki.KeyCert
 			if !slices.Contains(leafSecrets, s) {
 				key = cluster.KeyKubeconfig
 			}
@@ -146,7 +147,7 @@ func TestKubeClusterExposureRotationPause(t *testing.T) {
 				t.Errorf("%s was not reissued", s)
 			}
 		}
-		if certOf(n.CASecret(), cluster.KeyCert).SerialNumber.Cmp(ca.SerialNumber) != 0 {
+		if certOf(n.CASecret(), pki.KeyCert).SerialNumber.Cmp(ca.SerialNumber) != 0 {
 			t.Fatal("the cluster CA changed: rotation reissues leaves only")
 		}
 		waitClusterReady(t, c, kc, 3*time.Minute)
@@ -157,7 +158,7 @@ func TestKubeClusterExposureRotationPause(t *testing.T) {
 			}
 		}
 		// The apiserver serves the new certificate.
-		served := certOf(n.APIServerSecret(), cluster.KeyCert)
+		served := certOf(n.APIServerSecret(), pki.KeyCert)
 		eventually(t, time.Minute, "the new serving certificate is served", func() error {
 			conn, err := tlsDial(fmt.Sprintf("%s:%d", nodeIP, nodePort))
 			if err != nil {
@@ -224,7 +225,7 @@ func TestKubeClusterExposureRotationPause(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, 2*time.Minute, "serving certificate covers "+lbIP, func() error {
-			crt := certOf(n.APIServerSecret(), cluster.KeyCert)
+			crt := certOf(n.APIServerSecret(), pki.KeyCert)
 			for _, ip := range crt.IPAddresses {
 				if ip.String() == lbIP {
 					return nil

@@ -18,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -32,6 +33,7 @@ import (
 	"github.com/kubeonkube/kok/internal/kube"
 	"github.com/kubeonkube/kok/internal/local"
 	"github.com/kubeonkube/kok/internal/manager"
+	"github.com/kubeonkube/kok/internal/pki"
 )
 
 func metaClient(t *testing.T, cfg *local.Config) client.Client {
@@ -83,7 +85,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func controlPlanePods(t *testing.T, c client.Client, ns, name string) map[string]types.UID {
 	t.Helper()
 	var pods corev1.PodList
-	if err := c.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{cluster.LabelInstance: name}); err != nil {
+	if err := c.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{kube.LabelInstance: name}); err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]types.UID{}
@@ -112,7 +114,7 @@ func settled(t *testing.T, c client.Client, ns, name string) {
 			}
 		}
 		var pods corev1.PodList
-		if err := c.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{cluster.LabelInstance: name}); err != nil {
+		if err := c.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{kube.LabelInstance: name}); err != nil {
 			return err
 		}
 		for _, p := range pods.Items {
@@ -406,7 +408,11 @@ func TestKubeClusterBadSpecs(t *testing.T) {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	defer func() {
+		if err := c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Logf("deleting namespace %s: %v", ns, err)
+		}
+	}()
 	mk := func(name string, mut func(*clusterv1.KubeCluster)) *clusterv1.KubeCluster {
 		kc := &clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 			Spec: clusterv1.KubeClusterSpec{Version: "v1.34.4", Paused: true}}
@@ -427,6 +433,7 @@ func TestKubeClusterBadSpecs(t *testing.T) {
 			kc.Spec.Etcd = clusterv1.EtcdSpec{Managed: &clusterv1.ManagedEtcd{}, Ref: &clusterv1.EtcdRef{Name: "shared"}}
 		}, "set only one of spec.etcd.managed and spec.etcd.ref"},
 		{"bad-cidr", func(kc *clusterv1.KubeCluster) { kc.Spec.Network.ServiceCIDR = "10.96.0.0/33" }, "serviceCIDR must be a CIDR"},
+		{strings.Repeat("n", 52), nil, "the longest name that works is 51 characters"},
 	} {
 		err := c.Create(ctx, mk(tc.name, tc.mut))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -434,6 +441,10 @@ func TestKubeClusterBadSpecs(t *testing.T) {
 		}
 	}
 
+	longest := mk(strings.Repeat("n", 51), nil)
+	if err := c.Create(ctx, longest); err != nil {
+		t.Fatalf("a 51-character name is refused: %v", err)
+	}
 	kc := mk("good", nil)
 	if err := c.Create(ctx, kc); err != nil {
 		t.Fatal(err)
@@ -452,6 +463,42 @@ func TestKubeClusterBadSpecs(t *testing.T) {
 	if err := c.Delete(ctx, kc); err != nil {
 		t.Fatal(err)
 	}
+
+	// A flag the apiserver does not know is accepted (extraArgs are the
+	// user's to choose), and the apiserver's own error reaches the
+	// KubeCluster's conditions and its component status.
+	bad := mk("unknown-flag", func(kc *clusterv1.KubeCluster) {
+		kc.Spec.Paused = false
+		kc.Spec.ControlPlane.APIServer.ExtraArgs = map[string]string{"bogus-flag": "1"}
+	})
+	if err := c.Create(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Minute, "the apiserver's own error in the KubeCluster's status", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(bad), bad); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(bad.Status.Conditions, clusterv1.ConditionControlPlaneAvailable)
+		if cond == nil || cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "unknown flag: --bogus-flag") {
+			return fmt.Errorf("ControlPlaneAvailable: %+v", cond)
+		}
+		for _, comp := range bad.Status.Components {
+			if comp.Name == cluster.APIServer && strings.Contains(comp.LastError, "unknown flag: --bogus-flag") {
+				t.Logf("ControlPlaneAvailable=False: %s", cond.Message)
+				return nil
+			}
+		}
+		return fmt.Errorf("components %+v", bad.Status.Components)
+	})
+	if err := c.Delete(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, "the cluster with the unknown flag gone", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(bad), bad); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there: %v", err)
+		}
+		return nil
+	})
 }
 
 // TestInstallManifests: what a platform team applies to its own meta cluster
@@ -484,7 +531,7 @@ func TestInstallManifests(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, o := range objs {
-			if err := c.Patch(ctx, o, client.Apply, client.FieldOwner("kok-e2e-dryrun"), client.ForceOwnership, client.DryRunAll); err != nil { //nolint:staticcheck
+			if err := c.Patch(ctx, o, client.Apply, client.FieldOwner("kok-e2e-dryrun"), client.ForceOwnership, client.DryRunAll); err != nil {
 				t.Errorf("%s: %s %s rejected: %v", name, o.GetKind(), o.GetName(), err)
 			}
 		}
@@ -542,7 +589,7 @@ func TestKubeClusterSharedEtcd(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: tenants[0], Name: cluster.Names{Cluster: tenants[0], Namespace: tenants[0]}.EtcdClientSecret()}, &sec); err != nil {
 		t.Fatal(err)
 	}
-	tlsA, err := etcd.ClientTLS(etcd.SecretData{"tls.crt": sec.Data[cluster.KeyCert], "tls.key": sec.Data[cluster.KeyKey], "ca.crt": sec.Data[cluster.KeyCA]})
+	tlsA, err := etcd.ClientTLS(pki.SecretData{"tls.crt": sec.Data[pki.KeyCert], "tls.key": sec.Data[pki.KeyKey], "ca.crt": sec.Data[pki.KeyCA]})
 	if err != nil {
 		t.Fatal(err)
 	}

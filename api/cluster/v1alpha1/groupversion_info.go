@@ -1,6 +1,7 @@
 // Package v1alpha1 holds the cluster operator's API: KubeCluster and the
 // KubernetesVersion catalog.
 // +kubebuilder:object:generate=true
+// +kubebuilder:ac:generate=true
 // +groupName=cluster.kok.dev
 package v1alpha1
 
@@ -12,6 +13,10 @@ import (
 var (
 	// GroupVersion is the API group and version of the cluster operator.
 	GroupVersion = schema.GroupVersion{Group: "cluster.kok.dev", Version: "v1alpha1"}
+
+	// SchemeGroupVersion is GroupVersion under the name generated apply
+	// configurations use.
+	SchemeGroupVersion = GroupVersion
 
 	// SchemeBuilder registers the types of this group.
 	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}

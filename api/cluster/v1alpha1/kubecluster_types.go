@@ -200,6 +200,11 @@ type ComponentStatus struct {
 	Replicas        int32 `json:"replicas"`
 	UpdatedReplicas int32 `json:"updatedReplicas"`
 	ReadyReplicas   int32 `json:"readyReplicas"`
+	// LastError is why the component does not run, in its own words: a
+	// failing container's reason and termination message (its last log
+	// lines).
+	// +optional
+	LastError string `json:"lastError,omitempty"`
 }
 
 // KubeClusterStatus is the observed state of a business cluster.
@@ -240,6 +245,7 @@ type KubeClusterStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=kc,categories=kok
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 51",message="metadata.name is too long: the longest name that works is 51 characters (the cluster's etcd is <name>-etcd, whose Service <name>-etcd-client must fit in 63)"
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.spec.version`
 // +kubebuilder:printcolumn:name="Installed",type=string,JSONPath=`.status.version`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`

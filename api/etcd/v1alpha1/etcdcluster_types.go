@@ -128,6 +128,16 @@ const (
 	ConditionQuorumLost = "QuorumLost"
 )
 
+// Phases of an EtcdCluster (status.phase summarizes the conditions).
+const (
+	PhaseCreating    = "Creating"
+	PhaseRunning     = "Running"
+	PhaseUpdating    = "Updating"
+	PhasePaused      = "Paused"
+	PhaseUnavailable = "Unavailable"
+	PhaseQuorumLost  = "QuorumLost"
+)
+
 // MemberRole is a member's raft role.
 type MemberRole string
 
@@ -224,6 +234,7 @@ type EtcdClusterStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=etcd,categories=kok
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 56",message="metadata.name is too long: the longest name that works is 56 characters (the Service <name>-client must fit in 63)"
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyMembers`
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.version`

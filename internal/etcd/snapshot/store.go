@@ -85,7 +85,7 @@ func (s *s3Store) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	// GetObject is lazy: ask for the object's metadata so a missing one
 	// fails here, not at the first read.
 	if _, err := o.Stat(); err != nil {
-		o.Close()
+		_ = o.Close()
 		return nil, err
 	}
 	return o, nil
@@ -109,20 +109,21 @@ func (d *dirStore) Put(_ context.Context, name, src string) error {
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer func() { _ = in.Close() }()
 	// Written beside the target and renamed: a crash never leaves a
 	// truncated snapshot under the final name.
 	tmp, err := os.CreateTemp(d.dir, "."+name+".*")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	// Best effort: after the rename there is nothing left to remove.
+	defer func() { _ = os.Remove(tmp.Name()) }()
 	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return err
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+		_ = tmp.Close()
 		return err
 	}
 	if err := tmp.Close(); err != nil {

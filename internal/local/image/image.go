@@ -149,7 +149,7 @@ func addFile(tw *tar.Writer, f File, name string) error {
 	if err != nil {
 		return err
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	st, err := src.Stat()
 	if err != nil {
 		return err
@@ -182,7 +182,7 @@ func WriteTarball(file string, images map[string]v1.Image) error {
 		return err
 	}
 	if err := tarball.MultiRefWrite(refs, f); err != nil {
-		f.Close()
+		_ = f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {

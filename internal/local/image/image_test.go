@@ -43,7 +43,7 @@ func TestImagesShareEqualLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	tr := tar.NewReader(rc)
 	seen := map[string]*tar.Header{}
 	for {

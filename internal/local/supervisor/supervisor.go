@@ -269,7 +269,7 @@ func (w *worker) start() (<-chan error, error) {
 	// and a Ctrl-C in the terminal that ran kok up does not.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		logFile.Close()
+		_ = logFile.Close()
 		return nil, err
 	}
 	w.mu.Lock()
@@ -282,7 +282,11 @@ func (w *worker) start() (<-chan error, error) {
 	exited := make(chan error, 1)
 	go func() {
 		err := cmd.Wait()
-		logFile.Close()
+		// exited carries the process's end; a failed close of its log is
+		// only worth a line in the supervisor's own.
+		if cerr := logFile.Close(); cerr != nil {
+			w.s.Log.Printf("%s: closing its log: %v", w.p.Name, cerr)
+		}
 		exited <- err
 	}()
 	return exited, nil

@@ -39,7 +39,7 @@ func main() {
 			resp, err := client.Get(url)
 			if err == nil {
 				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
+				_ = resp.Body.Close() // read to the end already
 				if strings.Contains(string(body), want) {
 					fmt.Printf("GET %s: %s", url, body)
 					return

@@ -1,17 +1,11 @@
 package local
 
 import (
-	"reflect"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
-
-func TestSplitRule(t *testing.T) {
-	got := splitRule(`-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ`)
-	want := []string{"-A", "POSTROUTING", "-m", "comment", "--comment", "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ"}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("splitRule = %q, want %q", got, want)
-	}
-}
 
 func TestGuardCoversEveryRange(t *testing.T) {
 	c := DefaultConfig()
@@ -34,5 +28,16 @@ func TestAddresses(t *testing.T) {
 	}
 	if got := c.DNSServiceIP().String(); got != "10.201.0.10" {
 		t.Errorf("DNSServiceIP = %s", got)
+	}
+}
+
+func TestLoadConfigDamaged(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte("{half a file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(dir)
+	if err == nil || !strings.Contains(err.Error(), "--purge") {
+		t.Fatalf("a damaged config.json should tell how to start over, got %v", err)
 	}
 }

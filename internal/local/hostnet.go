@@ -25,26 +25,27 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// guardRules are the rules of GuardChain: traffic from kok's ranges may only
-// go to kok's ranges; everything else from them is dropped before it can be
-// routed out of the machine.
-func (c *Config) guardRules() [][]string {
+// guardRules are the rules of GuardChain: traffic from kok's ranges
+// (guardCIDR, Config.GuardCIDR) may only go to kok's ranges; everything else
+// from them is dropped before it can be routed out of the machine.
+func guardRules(guardCIDR string) [][]string {
 	return [][]string{
-		{"-s", c.GuardCIDR, "-d", c.GuardCIDR, "-j", "RETURN"},
-		{"-s", c.GuardCIDR, "-j", "DROP"},
+		{"-s", guardCIDR, "-d", guardCIDR, "-j", "RETURN"},
+		{"-s", guardCIDR, "-j", "DROP"},
 	}
 }
 
-// EnsureGuard installs the network guard and keeps its jump first in FORWARD.
-// It is safe to call repeatedly; the supervisor re-asserts it periodically
-// because kube-proxy and CNI plugins insert rules of their own.
-func (c *Config) EnsureGuard(ctx context.Context) error {
+// EnsureGuard installs the network guard for guardCIDR (Config.GuardCIDR)
+// and keeps its jump first in FORWARD. It is safe to call repeatedly; the
+// supervisor re-asserts it periodically because kube-proxy and CNI plugins
+// insert rules of their own.
+func EnsureGuard(ctx context.Context, guardCIDR string) error {
 	if _, err := run(ctx, "iptables", "-w", "-t", "filter", "-N", GuardChain); err != nil &&
 		!strings.Contains(err.Error(), "exists") {
 		return fmt.Errorf("creating the network guard: %w", err)
 	}
 	want := ""
-	for _, r := range c.guardRules() {
+	for _, r := range guardRules(guardCIDR) {
 		want += "-A " + GuardChain + " " + strings.Join(r, " ") + "\n"
 	}
 	have, err := run(ctx, "iptables", "-w", "-t", "filter", "-S", GuardChain)
@@ -55,7 +56,7 @@ func (c *Config) EnsureGuard(ctx context.Context) error {
 		if _, err := run(ctx, "iptables", "-w", "-t", "filter", "-F", GuardChain); err != nil {
 			return err
 		}
-		for _, r := range c.guardRules() {
+		for _, r := range guardRules(guardCIDR) {
 			if _, err := run(ctx, "iptables", append([]string{"-w", "-t", "filter", "-A", GuardChain}, r...)...); err != nil {
 				return err
 			}
@@ -110,7 +111,7 @@ func normalizeRules(out, chain string) string {
 // ensureHostNetwork prepares the bridge, routes and kernel settings the node
 // needs. The whole guarded range is routed to the bridge, so traffic from the
 // host to an address kok has not (yet) placed never takes the default route.
-func (c *Config) ensureHostNetwork(ctx context.Context) error {
+func ensureHostNetwork(ctx context.Context, c *Config) error {
 	if _, err := run(ctx, "ip", "link", "show", c.Bridge); err != nil {
 		if _, err := run(ctx, "ip", "link", "add", c.Bridge, "type", "bridge"); err != nil {
 			return fmt.Errorf("creating bridge %s: %w", c.Bridge, err)
@@ -144,9 +145,9 @@ func (c *Config) ensureHostNetwork(ctx context.Context) error {
 }
 
 // removeHostNetwork undoes ensureHostNetwork (sysctls are left as set).
-func (c *Config) removeHostNetwork(ctx context.Context) {
-	_, _ = run(ctx, "ip", "route", "del", c.GuardCIDR, "dev", c.Bridge)
-	_, _ = run(ctx, "ip", "link", "del", c.Bridge)
+func removeHostNetwork(ctx context.Context, bridge, guardCIDR string) {
+	_, _ = run(ctx, "ip", "route", "del", guardCIDR, "dev", bridge)
+	_, _ = run(ctx, "ip", "link", "del", bridge)
 }
 
 // nodeChainPrefixes name the iptables chains the node's own programs create:

@@ -1,0 +1,51 @@
+package cluster
+
+import (
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// refreshEvery is how long an unchanged write into a business cluster or
+// a shared etcd is trusted before it is made again (an object deleted
+// there comes back within it).
+const refreshEvery = 10 * time.Minute
+
+// memo remembers, per KubeCluster, from what inputs and when something
+// outside the meta cluster was last written. Entries expire after
+// refreshEvery and are forgotten with their cluster, so the memo holds at
+// most one entry per existing cluster.
+type memo struct {
+	mu      sync.Mutex
+	entries map[types.NamespacedName]memoEntry
+}
+
+type memoEntry struct {
+	inputs string
+	at     time.Time
+}
+
+// fresh reports whether key was recorded with these inputs less than
+// refreshEvery ago.
+func (m *memo) fresh(key types.NamespacedName, inputs string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.entries[key]
+	return ok && e.inputs == inputs && time.Since(e.at) < refreshEvery
+}
+
+func (m *memo) record(key types.NamespacedName, inputs string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.entries == nil {
+		m.entries = map[types.NamespacedName]memoEntry{}
+	}
+	m.entries[key] = memoEntry{inputs: inputs, at: time.Now()}
+}
+
+func (m *memo) forget(key types.NamespacedName) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.entries, key)
+}

@@ -1,0 +1,193 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
+	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	"github.com/kubeonkube/kok/internal/conditions"
+	"github.com/kubeonkube/kok/internal/kube"
+	"github.com/kubeonkube/kok/internal/pki"
+)
+
+// state is everything one pass knows: what it observed, updated by what
+// the apply phases wrote and learned. computeStatus reads only this.
+type state struct {
+	// observed: every read of observe succeeded.
+	observed bool
+	// catalog is the KubernetesVersion of spec.version; nil when it is not
+	// in the catalog (catalogNames then lists what is).
+	catalog      *clusterv1.KubernetesVersion
+	catalogNames string
+
+	etcdKey client.ObjectKey
+	// etcd is the EtcdCluster in use (nil while it does not exist);
+	// etcdCA signs the apiserver's etcd client certificate, read from the
+	// Secret the EtcdCluster names in its status.
+	etcd   *etcdv1.EtcdCluster
+	etcdCA *pki.KeyPair
+	// tenantErr: the etcd user of a cluster on a shared etcd could not be
+	// ensured.
+	tenantErr error
+
+	service *corev1.Service
+	// secrets hold the certificate and kubeconfig Secrets' content (what
+	// was read, then what was written); owned tells which of the ones read
+	// the KubeCluster controls.
+	secrets map[string]Secret
+	owned   map[string]bool
+	// issued lists the Secrets this pass wrote anew; pkiErr why issuing
+	// failed.
+	issued []string
+	pkiErr error
+
+	deployments map[string]*appsv1.Deployment
+	// problems are the components' own last errors (a crash-looping
+	// container's termination message), by component.
+	problems map[string]string
+	// rollout is the version each component renders and what holds it.
+	rollout Rollout
+	// bootstrapErr: the bootstrap objects could not be applied into the
+	// business cluster.
+	bootstrapErr error
+}
+
+// serviceIP is the apiserver Service's cluster IP ("" while unassigned).
+func (st *state) serviceIP() string {
+	if st.service == nil || st.service.Spec.ClusterIP == corev1.ClusterIPNone {
+		return ""
+	}
+	return st.service.Spec.ClusterIP
+}
+
+func (st *state) etcdAvailable() bool {
+	return st.etcd != nil && conditions.IsTrue(st.etcd.Status.Conditions, etcdv1.ConditionAvailable) && st.tenantErr == nil
+}
+
+func (st *state) etcdCompatible() bool {
+	return st.etcd != nil && st.catalog != nil && slices.Contains(st.catalog.Spec.EtcdVersions, st.etcd.Status.Version)
+}
+
+// etcdKey is the EtcdCluster a cluster uses: its own, or the shared one it
+// references.
+func etcdKey(kc *clusterv1.KubeCluster, n Names) client.ObjectKey {
+	if ref := kc.Spec.Etcd.Ref; ref != nil {
+		key := client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}
+		if key.Namespace == "" {
+			key.Namespace = kc.Namespace
+		}
+		return key
+	}
+	return client.ObjectKey{Namespace: kc.Namespace, Name: n.ManagedEtcd()}
+}
+
+// observe reads, once, everything a pass decides from.
+func (r *Reconciler) observe(ctx context.Context, kc *clusterv1.KubeCluster, n Names) (*state, error) {
+	st := &state{etcdKey: etcdKey(kc, n), secrets: map[string]Secret{}, owned: map[string]bool{},
+		deployments: map[string]*appsv1.Deployment{}, problems: map[string]string{}}
+
+	catalog := &clusterv1.KubernetesVersion{}
+	if err := r.Get(ctx, client.ObjectKey{Name: kc.Spec.Version}, catalog); apierrors.IsNotFound(err) {
+		st.catalogNames = r.catalogList(ctx)
+	} else if err != nil {
+		return st, fmt.Errorf("reading KubernetesVersion %s: %w", kc.Spec.Version, err)
+	} else {
+		st.catalog = catalog
+	}
+
+	ec := &etcdv1.EtcdCluster{}
+	if err := r.Get(ctx, st.etcdKey, ec); err == nil {
+		st.etcd = ec
+		if err := r.observeEtcdCA(ctx, st); err != nil {
+			return st, err
+		}
+	} else if !apierrors.IsNotFound(err) {
+		return st, fmt.Errorf("reading EtcdCluster %s: %w", st.etcdKey, err)
+	}
+
+	svc := &corev1.Service{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.Service()}, svc); err == nil {
+		st.service = svc
+	} else if !apierrors.IsNotFound(err) {
+		return st, fmt.Errorf("reading Service %s: %w", n.Service(), err)
+	}
+
+	for _, name := range n.secretNames() {
+		var s corev1.Secret
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: name}, &s); apierrors.IsNotFound(err) {
+			continue
+		} else if err != nil {
+			return st, fmt.Errorf("reading Secret %s: %w", name, err)
+		}
+		st.secrets[name] = Secret{Data: s.Data, Rotation: s.Annotations[AnnIssuedFor]}
+		st.owned[name] = metav1.IsControlledBy(&s, kc)
+	}
+
+	for _, c := range components {
+		d := &appsv1.Deployment{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.Deployment(c)}, d); apierrors.IsNotFound(err) {
+			continue
+		} else if err != nil {
+			return st, fmt.Errorf("reading Deployment %s: %w", n.Deployment(c), err)
+		}
+		st.deployments[c] = d
+	}
+
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(n.Namespace), client.MatchingLabels{kube.LabelInstance: n.Cluster}); err != nil {
+		return st, fmt.Errorf("listing the control-plane pods: %w", err)
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		c := p.Labels[kube.LabelName]
+		if !slices.Contains(components, c) || st.problems[c] != "" {
+			continue
+		}
+		if msg := kube.ContainerProblem(p); msg != "" {
+			st.problems[c] = fmt.Sprintf("pod %s: %s", p.Name, msg)
+		}
+	}
+	st.observed = true
+	return st, nil
+}
+
+// observeEtcdCA reads the CA the EtcdCluster publishes in its status
+// (status.caSecretName): the contract between the two operators.
+func (r *Reconciler) observeEtcdCA(ctx context.Context, st *state) error {
+	name := st.etcd.Status.CASecretName
+	if name == "" {
+		return nil // the etcd operator has not published it yet
+	}
+	var s corev1.Secret
+	if err := r.Get(ctx, client.ObjectKey{Namespace: st.etcd.Namespace, Name: name}, &s); apierrors.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading the etcd CA Secret %s/%s: %w", st.etcd.Namespace, name, err)
+	}
+	if kp, err := pki.ParseKeyPair(s.Data[pki.KeyCA], s.Data["ca.key"]); err == nil {
+		st.etcdCA = kp
+	}
+	return nil
+}
+
+func (r *Reconciler) catalogList(ctx context.Context) string {
+	var list clusterv1.KubernetesVersionList
+	if err := r.List(ctx, &list); err != nil || len(list.Items) == 0 {
+		return "(the catalog is empty)"
+	}
+	var names []string
+	for _, v := range list.Items {
+		names = append(names, v.Name)
+	}
+	slices.SortFunc(names, kube.CompareVersions)
+	return strings.Join(names, ", ")
+}

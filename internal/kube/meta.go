@@ -1,0 +1,79 @@
+package kube
+
+import (
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilversion "k8s.io/apimachinery/pkg/util/version"
+)
+
+// Recommended labels on everything kok owns.
+const (
+	LabelName      = "app.kubernetes.io/name"
+	LabelInstance  = "app.kubernetes.io/instance"
+	LabelComponent = "app.kubernetes.io/component"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedBy is LabelManagedBy's value.
+	ManagedBy = "kok"
+)
+
+// Labels are the recommended labels of an object of app name in instance.
+func Labels(name, instance string) map[string]string {
+	return map[string]string{LabelName: name, LabelInstance: instance, LabelManagedBy: ManagedBy}
+}
+
+// DefaultRegistry holds the images kok builds; every image reference kok
+// makes goes through Image, so a site overrides the registry in one place.
+const DefaultRegistry = "kok.local"
+
+// Image is repository:tag in registry (DefaultRegistry when empty).
+func Image(registry, repository, tag string) string {
+	if registry == "" {
+		registry = DefaultRegistry
+	}
+	return fmt.Sprintf("%s/%s:%s", registry, repository, tag)
+}
+
+// CompareVersions orders two versions such as v1.34.4 or 3.6.16 (-1, 0,
+// 1). An unparsable version sorts first.
+func CompareVersions(a, b string) int {
+	va, erra := utilversion.ParseGeneric(a)
+	vb, errb := utilversion.ParseGeneric(b)
+	switch {
+	case erra != nil && errb != nil:
+		return 0
+	case erra != nil:
+		return -1
+	case errb != nil:
+		return 1
+	}
+	switch {
+	case va.LessThan(vb):
+		return -1
+	case va.GreaterThan(vb):
+		return 1
+	}
+	return 0
+}
+
+// MinorVersion is the minor of a version (0 when unparsable).
+func MinorVersion(v string) int {
+	pv, err := utilversion.ParseGeneric(v)
+	if err != nil {
+		return 0
+	}
+	return int(pv.Minor())
+}
+
+// OldestVersion is the lowest of the versions given ("" when none).
+func OldestVersion(versions ...string) string {
+	oldest := ""
+	for _, v := range versions {
+		if oldest == "" || CompareVersions(v, oldest) < 0 {
+			oldest = v
+		}
+	}
+	return oldest
+}
+
+func isAlreadyExists(err error) bool { return apierrors.IsAlreadyExists(err) }

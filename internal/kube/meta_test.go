@@ -1,0 +1,29 @@
+package kube
+
+import "testing"
+
+func TestCompareVersions(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want int
+	}{
+		{"v1.34.4", "v1.34.4", 0},
+		{"v1.33.13", "v1.34.4", -1},
+		{"v1.34.10", "v1.34.9", 1},
+		{"v3.6.16", "3.5.35", 1},
+		{"bogus", "v1.0.0", -1},
+	} {
+		if got := CompareVersions(c.a, c.b); got != c.want {
+			t.Errorf("CompareVersions(%q, %q) = %d, want %d", c.a, c.b, got, c.want)
+		}
+	}
+	if got := OldestVersion("v1.34.4", "v1.33.13", "v1.34.0"); got != "v1.33.13" {
+		t.Errorf("OldestVersion = %q", got)
+	}
+	if MinorVersion("v3.5.35") != 5 || MinorVersion("x") != 0 {
+		t.Error("MinorVersion")
+	}
+	if Image("", "etcd", "v3.6.16") != "kok.local/etcd:v3.6.16" || Image("reg.site/kok", "etcd", "v1") != "reg.site/kok/etcd:v1" {
+		t.Error("Image")
+	}
+}

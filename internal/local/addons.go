@@ -1,0 +1,77 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"fmt"
+	"net"
+	"text/template"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	kokconfig "github.com/kubeonkube/kok/config"
+	"github.com/kubeonkube/kok/internal/kube"
+)
+
+//go:embed addons/coredns.yaml
+var corednsManifest string
+
+// installAddons applies cluster DNS and kok itself, with the kok-manager
+// image of the binary bins.Manager.
+func installAddons(ctx context.Context, cfg *rest.Config, c *Config, bins Binaries) error {
+	cl, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return err
+	}
+	if err := applyCoreDNS(ctx, cl, c.DNSDomain, c.DNSServiceIP()); err != nil {
+		return err
+	}
+	return applyKok(ctx, cl, bins.Manager)
+}
+
+// applyCoreDNS applies CoreDNS serving domain at the Service address ip.
+func applyCoreDNS(ctx context.Context, cl client.Client, domain string, ip net.IP) error {
+	var dns bytes.Buffer
+	tmpl := template.Must(template.New("coredns").Parse(corednsManifest))
+	if err := tmpl.Execute(&dns, map[string]string{"Domain": domain, "Image": CoreDNSImage(), "ClusterIP": ip.String()}); err != nil {
+		return err
+	}
+	if err := retryApply(ctx, cl, dns.Bytes()); err != nil {
+		return fmt.Errorf("installing CoreDNS: %w", err)
+	}
+	return nil
+}
+
+// applyKok applies kok's manifests, running kok-manager from the image of
+// managerBin that only this node's containerd holds.
+func applyKok(ctx context.Context, cl client.Client, managerBin string) error {
+	manifests, err := kokconfig.Manifests()
+	if err != nil {
+		return err
+	}
+	ref, err := ManagerImage(managerBin)
+	if err != nil {
+		return err
+	}
+	manifests = bytes.ReplaceAll(manifests, []byte(kokconfig.ManagerImagePlaceholder), []byte(ref))
+	// The image exists only in this node's containerd.
+	manifests = bytes.ReplaceAll(manifests, []byte("imagePullPolicy: IfNotPresent"), []byte("imagePullPolicy: Never"))
+	if err := retryApply(ctx, cl, manifests); err != nil {
+		return fmt.Errorf("installing kok: %w", err)
+	}
+	return nil
+}
+
+// retryApply applies manifests, retrying every 500 ms while the apiserver is
+// still settling (default RBAC, new CRDs not yet served), for as long as ctx
+// lasts; then it returns the last error.
+func retryApply(ctx context.Context, cl client.Client, manifests []byte) error {
+	var last error
+	return poll(ctx, 500*time.Millisecond, 0, func(ctx context.Context) (bool, error) {
+		last = kube.ApplyManifests(ctx, cl, manifests)
+		return last == nil, nil
+	}, func() error { return last })
+}
