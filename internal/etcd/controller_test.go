@@ -111,6 +111,7 @@ func TestReconcileGlue(t *testing.T) {
 		addErr   error
 		failList bool
 		failSSA  bool
+		dropCA   bool
 		// want
 		wantErr      string
 		wantPhase    string
@@ -138,6 +139,10 @@ func TestReconcileGlue(t *testing.T) {
 			wantPhase: etcdv1.PhaseQuorumLost, wantPods: 1, wantSecrets: 3, wantServices: 2,
 			wantCond: map[string]bool{etcdv1.ConditionAvailable: false},
 			wantMsg:  map[string]string{etcdv1.ConditionAvailable: "tls: failed to verify certificate"}},
+		{name: "a lost CA Secret is not made anew while members exist", cluster: testCluster(3, false), running: true, dropCA: true,
+			wantPhase: etcdv1.PhaseRunning, wantPods: 1, wantSecrets: 2, wantServices: 2,
+			wantCond: map[string]bool{etcdv1.ConditionAvailable: true, etcdv1.ConditionDegraded: true},
+			wantMsg:  map[string]string{etcdv1.ConditionDegraded: "CA secret c-ca is missing or damaged and members exist"}},
 		{name: "healthy member grows by a learner", cluster: testCluster(3, false), running: true,
 			wantPhase: etcdv1.PhaseUpdating, wantPods: 2, wantSecrets: 3, wantServices: 2, wantAdds: 1,
 			// cleared by the next pass, which sees the learner and its pod
@@ -155,7 +160,12 @@ func TestReconcileGlue(t *testing.T) {
 			r := &Reconciler{Recorder: rec, Domain: "cluster.local"}
 			objs := []client.Object{tc.cluster}
 			if tc.running {
-				objs = append(objs, runningMember(t, r, tc.cluster)...)
+				for _, o := range runningMember(t, r, tc.cluster) {
+					if tc.dropCA && o.GetName() == "c-ca" {
+						continue
+					}
+					objs = append(objs, o)
+				}
 			}
 			fe := &fakeEtcd{addErr: tc.addErr}
 			r.Dial = func([]string, *tls.Config) (Client, error) {

@@ -100,13 +100,11 @@ func (r *Reconciler) observeCerts(ctx context.Context, e *etcdv1.EtcdCluster, n 
 		}
 	}
 	obs.certs, obs.certChanged, obs.certErr = PlanCerts(n, r.domain(), have, newCluster, time.Now())
-	if obs.certErr != nil {
-		return nil
-	}
+	// With a damaged CA Secret the client certificate as it is may still
+	// reach etcd, so status can say how the members are.
 	tlsCfg, err := ClientTLS(obs.certs.Client)
-	if err != nil {
+	if err != nil && obs.certErr == nil {
 		obs.certErr = fmt.Errorf("the client certificate in %s: %w", n.ClientSecret(), err)
-		return nil
 	}
 	obs.tlsCfg = tlsCfg
 	return nil

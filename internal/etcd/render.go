@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -107,20 +106,10 @@ func MemberCN(n Names) string { return n.Cluster + "-member" }
 // skipPeerSANFlag names the flag that turns off client SAN checks on the
 // peer port; etcd 3.5 still calls it experimental.
 func skipPeerSANFlag(version string) string {
-	if minor(version) <= 5 {
+	if kube.MinorVersion(version) <= 5 {
 		return "--experimental-peer-skip-client-san-verification"
 	}
 	return "--peer-skip-client-san-verification"
-}
-
-// minor returns the minor of a vMAJOR.MINOR.PATCH version (0 if unparsable).
-func minor(version string) int {
-	parts := strings.Split(strings.TrimPrefix(version, "v"), ".")
-	if len(parts) < 2 {
-		return 0
-	}
-	m, _ := strconv.Atoi(parts[1])
-	return m
 }
 
 // ClientService renders the Service clients use.

@@ -16,6 +16,7 @@ import (
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 	"github.com/kubeonkube/kok/internal/conditions"
+	"github.com/kubeonkube/kok/internal/kube"
 )
 
 // AnnRestoredBy marks an EtcdCluster an EtcdRestore created (its UID), so a
@@ -121,7 +122,7 @@ func (r *RestoreReconciler) reconcile(ctx context.Context, rs *etcdv1.EtcdRestor
 	if spec.Version == "" {
 		spec.Version = SupportedRestoreVersion
 	}
-	if minor(spec.Version) < 6 {
+	if kube.MinorVersion(spec.Version) < 6 {
 		r.fail(rs, "UnsupportedVersion", fmt.Sprintf("restores run at etcd v3.6 (the snapshot is restored with v3.6 tools): set spec.cluster.version to %s", SupportedRestoreVersion))
 		return ctrl.Result{}, nil
 	}

@@ -19,7 +19,7 @@ import (
 // (envtest, with binaries from `kok envtest-assets`) and checks its health
 // and readiness endpoints.
 func TestManagerServesProbes(t *testing.T) {
-	cfg := startEnv(t)
+	cfg := testCfg
 	probe := freeAddr(t)
 	mgr, err := New(cfg, Options{MetricsAddr: "0", ProbeAddr: probe, LeaderElect: true, LeaderElectionNS: "default"})
 	if err != nil {
@@ -61,25 +61,31 @@ func TestManagerServesProbes(t *testing.T) {
 }
 
 func TestUnknownControllerIsRefused(t *testing.T) {
-	cfg := startEnv(t)
+	cfg := testCfg
 	if _, err := New(cfg, Options{MetricsAddr: "0", ProbeAddr: "0", Controllers: []string{"nope"}}); err == nil {
 		t.Fatal("want an error for an unknown controller")
 	}
 }
 
-// startEnv starts a real kube-apiserver and etcd (envtest).
-func startEnv(t *testing.T) *rest.Config {
-	t.Helper()
+// testCfg reaches the package's one real kube-apiserver and etcd
+// (envtest), started once for every test in it.
+var testCfg *rest.Config
+
+func TestMain(m *testing.M) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is unset: run KUBEBUILDER_ASSETS=$(bin/kok envtest-assets) go test -tags envtest ./...")
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is unset: run KUBEBUILDER_ASSETS=$(bin/kok envtest-assets) go test -tags envtest ./...")
+		os.Exit(1)
 	}
 	env := &envtest.Environment{}
 	cfg, err := env.Start()
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, "starting envtest:", err)
+		os.Exit(1)
 	}
-	t.Cleanup(func() { _ = env.Stop() })
-	return cfg
+	testCfg = cfg
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
 }
 
 func freeAddr(t *testing.T) string {

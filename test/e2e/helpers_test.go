@@ -76,6 +76,22 @@ func clientset(t *testing.T, kubeconfig string) kubernetes.Interface {
 	return cs
 }
 
+// consistently polls f for d and fails as soon as f fails: a bounded
+// check that something does not happen (instead of a sleep and one look).
+func consistently(t *testing.T, d time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if err := f(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
 // eventually polls f until it returns nil or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()

@@ -191,10 +191,12 @@ func TestKubeClusterExposureRotationPause(t *testing.T) {
 		if err := c.Delete(ctx, sched); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Second)
-		if err := c.Get(ctx, client.ObjectKeyFromObject(sched), sched); !apierrors.IsNotFound(err) {
-			t.Fatalf("the scheduler Deployment of a paused cluster was put back (%v)", err)
-		}
+		consistently(t, 10*time.Second, "a paused cluster is left alone", func() error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(sched), sched); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("the scheduler Deployment of a paused cluster was put back (%v)", err)
+			}
+			return nil
+		})
 		if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"paused":false}}`))); err != nil {
 			t.Fatal(err)
 		}

@@ -289,13 +289,15 @@ func TestKubeCluster(t *testing.T) {
 			return c.Get(ctx, client.ObjectKey{Namespace: name, Name: n.Service()}, &corev1.Service{})
 		})
 		waitClusterReady(t, c, kc, time.Minute)
-		time.Sleep(5 * time.Second)
-		after := controlPlanePods(t, c, name, name)
-		for pod, uid := range before {
-			if after[pod] != uid {
-				t.Errorf("control-plane pod %s changed (%s → %s) when kok-manager restarted", pod, uid, after[pod])
+		consistently(t, 5*time.Second, "control-plane pods unchanged after kok-manager restarted", func() error {
+			after := controlPlanePods(t, c, name, name)
+			for pod, uid := range before {
+				if after[pod] != uid {
+					return fmt.Errorf("control-plane pod %s changed (%s → %s) when kok-manager restarted", pod, uid, after[pod])
+				}
 			}
-		}
+			return nil
+		})
 		for comp, gen := range depGen {
 			var d appsv1.Deployment
 			if err := c.Get(ctx, client.ObjectKey{Namespace: name, Name: n.Deployment(comp)}, &d); err != nil {

@@ -327,13 +327,15 @@ func TestEtcdUpgradeAndLostVolume(t *testing.T) {
 			return fmt.Errorf("conditions %v", e.Status.Conditions)
 		})
 		// It stays that way: no other member is restarted, nothing removed.
-		time.Sleep(15 * time.Second)
-		now := memberPods()
-		for name, p := range pods {
-			if name != broken && now[name].UID != p.UID {
-				t.Fatalf("%s was restarted while %s was unhealthy", name, broken)
+		consistently(t, 15*time.Second, "no other member restarted", func() error {
+			now := memberPods()
+			for name, p := range pods {
+				if name != broken && now[name].UID != p.UID {
+					return fmt.Errorf("%s was restarted while %s was unhealthy", name, broken)
+				}
 			}
-		}
+			return nil
+		})
 		if ids := memberIDs(t, c, e); len(ids) != 3 {
 			t.Fatalf("members %v", ids)
 		}
@@ -401,17 +403,19 @@ func TestEtcdQuorumLost(t *testing.T) {
 	})
 	// Nothing destructive follows: the survivor keeps its pod and volume,
 	// nobody re-bootstraps, the membership on record is unchanged.
-	time.Sleep(15 * time.Second)
-	var survivor corev1.Pod
-	if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: "q-0"}, &survivor); err != nil || survivor.DeletionTimestamp != nil {
-		t.Fatalf("the surviving member's pod: %v (deleting %v)", err, survivor.DeletionTimestamp)
-	}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: n.PVC("q-0")}, &corev1.PersistentVolumeClaim{}); err != nil {
-		t.Fatalf("the surviving member's volume: %v", err)
-	}
-	if after := memberIDs(t, c, e); after["q-0"] != before["q-0"] {
-		t.Fatalf("the survivor's membership changed: %v → %v", before, after)
-	}
+	consistently(t, 15*time.Second, "nothing destructive follows a lost quorum", func() error {
+		var survivor corev1.Pod
+		if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: "q-0"}, &survivor); err != nil || survivor.DeletionTimestamp != nil {
+			return fmt.Errorf("the surviving member's pod: %v (deleting %v)", err, survivor.DeletionTimestamp)
+		}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: n.PVC("q-0")}, &corev1.PersistentVolumeClaim{}); err != nil {
+			return fmt.Errorf("the surviving member's volume: %v", err)
+		}
+		if after := memberIDs(t, c, e); after["q-0"] != before["q-0"] {
+			return fmt.Errorf("the survivor's membership changed: %v → %v", before, after)
+		}
+		return nil
+	})
 	if e.Status.Phase != "QuorumLost" {
 		t.Fatalf("phase %s", e.Status.Phase)
 	}

@@ -7,6 +7,8 @@ package versions
 import (
 	"fmt"
 	"strings"
+
+	utilversion "k8s.io/apimachinery/pkg/util/version"
 )
 
 // Kubernetes lists the Kubernetes releases kok builds, newest first.
@@ -36,11 +38,11 @@ func StagingVersion(k8s string) (string, error) {
 
 // MajorMinor splits v1.34.4 into "1" and "34".
 func MajorMinor(v string) (major, minor string, err error) {
-	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
-	if len(parts) < 2 || parts[0] == "" || parts[1] == "" {
-		return "", "", fmt.Errorf("version %q: want vMAJOR.MINOR.PATCH", v)
+	pv, err := utilversion.ParseGeneric(v)
+	if err != nil {
+		return "", "", fmt.Errorf("version %q: want vMAJOR.MINOR.PATCH: %w", v, err)
 	}
-	return parts[0], parts[1], nil
+	return fmt.Sprint(pv.Major()), fmt.Sprint(pv.Minor()), nil
 }
 
 // Known reports whether v is one of the listed versions.
