@@ -1,0 +1,151 @@
+package machine
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
+	"github.com/kubeonkube/kok/internal/pki"
+)
+
+func kubelet() *nodev1.Component {
+	return &nodev1.Component{ObjectMeta: metav1.ObjectMeta{Name: "kubelet-v1.34.4"},
+		Spec: nodev1.ComponentSpec{Component: "kubelet", Version: "v1.34.4", DependsOn: []string{"containerd"}, Disruption: nodev1.DisruptionRestart,
+			Variants: []nodev1.ComponentVariant{
+				{Name: "debian-arm64", Match: nodev1.HostMatch{OS: "debian", Architectures: []string{"arm64"}}},
+				{Name: "debian-amd64", Match: nodev1.HostMatch{OS: "debian", OSVersions: []string{"12"}, Architectures: []string{"amd64"}},
+					Artifacts: []nodev1.Artifact{{Path: "/usr/local/bin/kubelet", Source: "kubelet:v1.34.4", Digest: "sha256:aa", Mode: "0755"}},
+					Files: []nodev1.TemplatedFile{
+						{Path: "/etc/kok/kubelet.yaml", Template: "clusterDNS: [{{ .Cluster.DNSAddress }}]\nclusterDomain: {{ .Cluster.DNSDomain }}\n"},
+						{Path: "/etc/kok/bootstrap.conf", Template: "server: {{ .Cluster.APIServer }}\n"},
+					},
+					Scripts: nodev1.Scripts{Install: "install -d /var/lib/kubelet # {{ .Node.Name }}", Check: "pgrep kubelet", Uninstall: "rm -rf /var/lib/kubelet"},
+					Services: []nodev1.Service{
+						{Name: "kubelet", Command: []string{"/usr/local/bin/kubelet", "--config=/etc/kok/kubelet.yaml", "--node-ip={{ .Node.Address }}"},
+							RestartOn: []string{"/usr/local/bin/kubelet", "/etc/kok/kubelet.yaml"}},
+					}},
+			}}}
+}
+
+func values() Values {
+	return Values{Cluster: ClusterValues{Name: "team-a", Version: "v1.34.4", APIServer: "https://10.201.0.5:6443",
+		DNSAddress: "10.96.0.10", DNSDomain: "cluster.local"},
+		Node: NodeValues{Name: "w1", Address: "10.200.8.11", OS: "debian", OSVersion: "12", Arch: "amd64"}, Registry: "kok.local"}
+}
+
+func TestSelectVariant(t *testing.T) {
+	c := kubelet()
+	v, err := SelectVariant(c, nodev1.HostFacts{OS: "debian", OSVersion: "12", Arch: "amd64"})
+	if err != nil || v.Name != "debian-amd64" {
+		t.Fatalf("got %v, %v", v, err)
+	}
+	if v, err := SelectVariant(c, nodev1.HostFacts{OS: "debian", OSVersion: "13", Arch: "arm64"}); err != nil || v.Name != "debian-arm64" {
+		t.Fatalf("an empty OS version list matches any version: %v, %v", v, err)
+	}
+	_, err = SelectVariant(c, nodev1.HostFacts{OS: "debian", OSVersion: "13", Arch: "amd64"})
+	if !errors.Is(err, ErrNoVariant) || !strings.Contains(err.Error(), "debian-amd64 (debian 12 amd64)") || !strings.Contains(err.Error(), "add a variant") {
+		t.Fatalf("the error must list the variants and say what to do: %v", err)
+	}
+}
+
+func TestInstallOrder(t *testing.T) {
+	deps := map[string][]string{"kubelet": {"containerd"}, "containerd": {"runc"}, "kok-agent": {"kubelet"}}
+	got, err := InstallOrder([]string{"kok-agent", "kubelet", "containerd", "runc", "gpu"}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"runc", "containerd", "kubelet", "kok-agent", "gpu"}; !slices.Equal(got, want) {
+		t.Fatalf("order %v, want %v", got, want)
+	}
+	if _, err := InstallOrder([]string{"kubelet"}, deps); err == nil || !strings.Contains(err.Error(), "add containerd to spec.components") {
+		t.Fatalf("a missing dependency must be named: %v", err)
+	}
+	cyc := map[string][]string{"a": {"b"}, "b": {"a"}}
+	if _, err := InstallOrder([]string{"a", "b"}, cyc); err == nil || !strings.Contains(err.Error(), "a → b → a") {
+		t.Fatalf("a cycle must be named: %v", err)
+	}
+	if Version(nodev1.ComponentRef{Name: "kubelet"}, "v1.34.4") != "v1.34.4" || Version(nodev1.ComponentRef{Name: "c", Version: "1.6"}, "v1.34.4") != "1.6" {
+		t.Fatal("Version")
+	}
+}
+
+func TestRender(t *testing.T) {
+	c := kubelet()
+	v := &c.Spec.Variants[1]
+	r, err := Render(c, v, values())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.Files[0].Content) != "clusterDNS: [10.96.0.10]\nclusterDomain: cluster.local\n" ||
+		r.Services[0].Command[2] != "--node-ip=10.200.8.11" || !strings.HasSuffix(r.Scripts.Install, "# w1") {
+		t.Fatalf("rendered %+v", r)
+	}
+	again, _ := Render(c, v, values())
+	if again.Hash != r.Hash || !strings.HasPrefix(r.Hash, "sha256:") {
+		t.Fatal("the same inputs must hash the same")
+	}
+	other := values()
+	other.Cluster.DNSAddress = "10.96.0.11"
+	changed, _ := Render(c, v, other)
+	if changed.Hash == r.Hash {
+		t.Fatal("a changed value must change the hash")
+	}
+
+	bad := kubelet()
+	bad.Spec.Variants[1].Files[0].Template = "{{ .Cluster.NoSuchValue }}"
+	if _, err := Render(bad, &bad.Spec.Variants[1], values()); err == nil || !strings.Contains(err.Error(), "file /etc/kok/kubelet.yaml") {
+		t.Fatalf("an unknown value must fail naming the file: %v", err)
+	}
+}
+
+func TestServicesToRestart(t *testing.T) {
+	c := kubelet()
+	v := &c.Spec.Variants[1]
+	prev, _ := Render(c, v, values())
+	if got := ServicesToRestart(nil, prev); !slices.Equal(got, []string{"kubelet"}) {
+		t.Fatalf("first install starts every service: %v", got)
+	}
+	same, _ := Render(c, v, values())
+	if got := ServicesToRestart(prev, same); len(got) != 0 {
+		t.Fatalf("nothing changed, nothing restarts: %v", got)
+	}
+	// A file the service does not list changes: no restart.
+	other := values()
+	other.Cluster.APIServer = "https://10.201.0.6:6443"
+	next, _ := Render(c, v, other)
+	if got := ServicesToRestart(prev, next); len(got) != 0 {
+		t.Fatalf("a file outside restartOn must not restart: %v", got)
+	}
+	// A file it lists changes: restart.
+	other = values()
+	other.Cluster.DNSDomain = "corp.local"
+	next, _ = Render(c, v, other)
+	if got := ServicesToRestart(prev, next); !slices.Equal(got, []string{"kubelet"}) {
+		t.Fatalf("a listed file changed: %v", got)
+	}
+	// A new binary: restart.
+	c2 := kubelet()
+	c2.Spec.Variants[1].Artifacts[0].Digest = "sha256:bb"
+	next, _ = Render(c2, &c2.Spec.Variants[1], values())
+	if got := ServicesToRestart(prev, next); !slices.Equal(got, []string{"kubelet"}) {
+		t.Fatalf("a new binary: %v", got)
+	}
+}
+
+func TestCAHash(t *testing.T) {
+	ca, err := pki.NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := CAHash(ca.CertPEM())
+	if err != nil || !strings.HasPrefix(h, "sha256:") || len(h) != len("sha256:")+64 {
+		t.Fatalf("%q %v", h, err)
+	}
+	if _, err := CAHash([]byte("nope")); err == nil {
+		t.Fatal("want an error for no PEM")
+	}
+}
