@@ -35,6 +35,15 @@ func (m *memo) fresh(key types.NamespacedName, inputs string) bool {
 	return ok && e.inputs == inputs && time.Since(e.at) < refreshEvery
 }
 
+// known reports whether key was ever recorded with these inputs (expired
+// or not).
+func (m *memo) known(key types.NamespacedName, inputs string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.entries[key]
+	return ok && e.inputs == inputs
+}
+
 func (m *memo) record(key types.NamespacedName, inputs string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -23,6 +23,9 @@ func TestMemo(t *testing.T) {
 	if m.fresh(a, "x") {
 		t.Fatal("an expired record must not count")
 	}
+	if !m.known(a, "x") || m.known(a, "y") {
+		t.Fatal("known must hold for recorded inputs, expired or not")
+	}
 	m.forget(a)
 	if len(m.entries) != 0 {
 		t.Fatal("forget must drop the entry")

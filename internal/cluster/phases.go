@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
@@ -64,9 +65,16 @@ func (r *Reconciler) applyEtcd(ctx context.Context, kc *clusterv1.KubeCluster, n
 		if st.etcd == nil || !st.etcd.Spec.EnableAuth || !conditions.IsTrue(st.etcd.Status.Conditions, etcdv1.ConditionAvailable) {
 			return nil
 		}
-		st.tenantErr = r.ensureTenant(ctx, kc, n, st.etcd)
-		if st.tenantErr != nil {
-			return fmt.Errorf("etcd user of this cluster in %s: %w", st.etcdKey, st.tenantErr)
+		err := r.ensureTenant(ctx, kc, n, st.etcd)
+		switch {
+		case err == nil:
+		case r.tenants.known(client.ObjectKeyFromObject(kc), string(st.etcd.UID)):
+			// A periodic re-check of a user that was made before: the
+			// cluster keeps running on it, the check is retried.
+			log.FromContext(ctx).Info("re-checking the etcd user failed; retrying", "etcd", st.etcdKey, "error", err.Error())
+		default:
+			st.tenantErr = err
+			return fmt.Errorf("etcd user of this cluster in %s: %w", st.etcdKey, err)
 		}
 		return nil
 	}
@@ -369,7 +377,7 @@ func (r *Reconciler) render(component string, kc *clusterv1.KubeCluster, n Names
 // cluster, once the control plane serves. A failure is reported in status
 // (Ready False) and retried; it does not fail the pass.
 func (r *Reconciler) applyBootstrap(ctx context.Context, kc *clusterv1.KubeCluster, n Names, st *state) error {
-	if !controlPlaneAvailable(st) || !st.etcdAvailable() || st.serviceIP() == "" {
+	if st.etcdCA == nil || !controlPlaneAvailable(st) || !st.etcdAvailable() || st.serviceIP() == "" {
 		return nil
 	}
 	bootstrap := r.Bootstrap

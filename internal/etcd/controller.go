@@ -105,7 +105,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	step := Plan(obs.Observed)
 	if obs.certErr != nil {
-		step = Step{Action: ActNone, Reason: obs.certErr.Error()}
+		// Without good certificates nothing is changed; status says why.
+		step = Step{Action: ActNone}
 	}
 	if e.Spec.Paused && step.Action != ActNone {
 		step = Step{Action: ActNone, Reason: "paused: " + step.String()}
@@ -115,15 +116,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	} else {
 		logger.Info("plan", "step", step.String(), "operation", e.Status.Operation)
 	}
-	var stepErr error
+	var baseErr, stepErr error
 	if !e.Spec.Paused {
-		stepErr = r.applyBase(ctx, e, n, obs)
-		if stepErr == nil {
+		baseErr = r.applyBase(ctx, e, n, obs)
+		if baseErr == nil {
 			stepErr = r.act(ctx, e, n, step, obs)
 		}
 	}
 	if obs.certErr != nil {
-		stepErr = obs.certErr
+		r.Recorder.Eventf(e, corev1.EventTypeWarning, "CertificatesBlocked", "%v", obs.certErr)
 	}
 	if stepErr != nil {
 		if expectedRefusal(stepErr) {
@@ -136,13 +137,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			r.Recorder.Eventf(e, corev1.EventTypeWarning, "StepFailed", "%s: %v", step, stepErr)
 		}
 	}
+	problem := errors.Join(obs.certErr, baseErr, stepErr)
 	patch := client.MergeFrom(e.DeepCopy())
-	computeStatus(e, n, obs, step, stepErr, time.Now())
+	computeStatus(e, n, obs, step, problem, time.Now())
 	if err := r.Status().Patch(ctx, e, patch); err != nil {
-		return ctrl.Result{}, fmt.Errorf("writing status: %w", err)
+		return ctrl.Result{}, errors.Join(baseErr, fmt.Errorf("writing status: %w", err))
 	}
-	recordClusterMetrics(e, step, stepErr)
-	if step.Action == ActNone && stepErr == nil {
+	recordClusterMetrics(e, step, problem)
+	switch {
+	case baseErr != nil:
+		// The API refused a write: retried with controller-runtime's
+		// backoff.
+		return ctrl.Result{}, baseErr
+	case obs.certErr != nil, step.Action == ActNone && stepErr == nil:
+		// A blocked CA needs a human; nothing to do soon otherwise.
 		return ctrl.Result{RequeueAfter: requeueSteady}, nil
 	}
 	return ctrl.Result{RequeueAfter: requeueBusy}, nil

@@ -71,7 +71,10 @@ func computeStatus(e *etcdv1.EtcdCluster, n Names, obs *observation, step Step, 
 	set(etcdv1.ConditionProgressing, progressing, string(step.Action), step.Reason)
 	degraded := stepErr != nil || (obs.Reachable && int(ready) < obs.Replicas)
 	msg = step.Reason
-	if stepErr != nil {
+	switch {
+	case stepErr != nil && step.Action == ActNone:
+		msg = stepErr.Error()
+	case stepErr != nil:
 		msg = fmt.Sprintf("%s: %v", step, stepErr)
 	}
 	set(etcdv1.ConditionDegraded, degraded, conditions.Pick(degraded, "Degraded", "AsExpected"), msg)

@@ -245,7 +245,7 @@ type KubeClusterStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=kc,categories=kok
-// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 51",message="metadata.name is too long: the longest name that works is 51 characters (the cluster's etcd is <name>-etcd, whose Service <name>-etcd-client must fit in 63)"
+// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || size(self.metadata.name) <= 51",message="metadata.name is too long: the longest name that works is 51 characters (the cluster's etcd is <name>-etcd, whose Service <name>-etcd-client must fit in 63)",optionalOldSelf=true
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.spec.version`
 // +kubebuilder:printcolumn:name="Installed",type=string,JSONPath=`.status.version`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`

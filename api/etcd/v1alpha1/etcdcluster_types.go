@@ -234,7 +234,7 @@ type EtcdClusterStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=etcd,categories=kok
-// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 56",message="metadata.name is too long: the longest name that works is 56 characters (the Service <name>-client must fit in 63)"
+// +kubebuilder:validation:XValidation:rule="oldSelf.hasValue() || size(self.metadata.name) <= 56",message="metadata.name is too long: the longest name that works is 56 characters (the Service <name>-client must fit in 63)",optionalOldSelf=true
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyMembers`
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.version`

@@ -91,6 +91,16 @@ func TestEtcdClusterAdmission(t *testing.T) {
 		})
 	}
 
+	t.Run("name too long for the derived objects", func(t *testing.T) {
+		err := c.Create(ctx, newCluster(strings.Repeat("e", 57), nil))
+		if err == nil || !strings.Contains(err.Error(), "the longest name that works is 56 characters") {
+			t.Fatalf("want a 57-character name refused, got %v", err)
+		}
+		if err := c.Create(ctx, newCluster(strings.Repeat("e", 56), nil)); err != nil {
+			t.Fatalf("a 56-character name is refused: %v", err)
+		}
+	})
+
 	t.Run("downgrade refused, upgrade allowed", func(t *testing.T) {
 		e := newCluster("upgrade", func(e *etcdv1.EtcdCluster) { e.Spec.Version = "v3.5.35" })
 		if err := c.Create(ctx, e); err != nil {
