@@ -26,9 +26,11 @@ import (
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/etcd"
 	"github.com/kubeonkube/kok/internal/kube"
+	"github.com/kubeonkube/kok/internal/machine"
 	kokwebhook "github.com/kubeonkube/kok/internal/webhook"
 )
 
@@ -88,6 +90,9 @@ var Registry = map[string]Setup{
 	"cluster": func(mgr ctrl.Manager, o Options) error {
 		return (&cluster.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, MetaDomain: o.ClusterDomain}).SetupWithManager(mgr)
 	},
+	"machine": func(mgr ctrl.Manager, _ Options) error {
+		return (&machine.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)
+	},
 	"etcd": func(mgr ctrl.Manager, o Options) error {
 		if err := (&etcd.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, Domain: o.ClusterDomain,
 			ManagerImage: o.SelfImage}).SetupWithManager(mgr); err != nil {
@@ -106,6 +111,7 @@ func Scheme() *runtime.Scheme {
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(etcdv1.AddToScheme(s))
 	utilruntime.Must(clusterv1.AddToScheme(s))
+	utilruntime.Must(nodev1.AddToScheme(s))
 	return s
 }
 
