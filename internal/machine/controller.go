@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,7 +14,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
@@ -54,7 +60,45 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorderFor("machine-operator")
 	}
-	return ctrl.NewControllerManagedBy(mgr).For(&nodev1.Machine{}).Complete(r)
+	// A Machine waits on objects it names: each wakes the Machines that
+	// name it, so a Component, Secret or KubeCluster applied after the
+	// Machine is seen at once.
+	return ctrl.NewControllerManagedBy(mgr).
+		// Its own status writes do not wake it (each pass reaches the host).
+		For(&nodev1.Machine{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&nodev1.Component{}, handler.EnqueueRequestsFromMapFunc(r.machinesWhere(func(m *nodev1.Machine, o client.Object) bool {
+			c := o.(*nodev1.Component)
+			return slices.ContainsFunc(m.Spec.Components, func(ref nodev1.ComponentRef) bool { return ref.Name == c.Spec.Component })
+		}))).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.machinesWhere(func(m *nodev1.Machine, o client.Object) bool {
+			return m.Namespace == o.GetNamespace() && m.Spec.SSH.CredentialsSecret == o.GetName()
+		}))).
+		Watches(&clusterv1.KubeCluster{}, handler.EnqueueRequestsFromMapFunc(r.machinesWhere(func(m *nodev1.Machine, o client.Object) bool {
+			return m.Namespace == o.GetNamespace() && m.Spec.ClusterName == o.GetName()
+		}))).
+		Complete(r)
+}
+
+// machinesWhere maps an object to the Machines match says it concerns.
+func (r *Reconciler) machinesWhere(match func(*nodev1.Machine, client.Object) bool) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		var list nodev1.MachineList
+		opts := []client.ListOption{}
+		if o.GetNamespace() != "" {
+			opts = append(opts, client.InNamespace(o.GetNamespace()))
+		}
+		if err := r.List(ctx, &list, opts...); err != nil {
+			log.FromContext(ctx).Error(err, "listing Machines")
+			return nil
+		}
+		var out []reconcile.Request
+		for i := range list.Items {
+			if match(&list.Items[i], o) {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+			}
+		}
+		return out
+	}
 }
 
 const (

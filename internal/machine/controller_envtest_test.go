@@ -165,6 +165,19 @@ func TestMachineReachesItsHost(t *testing.T) {
 		waitCondition(t, m, nodev1.MachineReady, "KubeCluster team-x does not exist")
 		waitCondition(t, m, nodev1.MachineComponentsReady, "Component gpu-driver-550 does not exist")
 	})
+	t.Run("a Component applied later is seen at once", func(t *testing.T) {
+		m := mk("late", func(m *nodev1.Machine) { m.Spec.Components = []nodev1.ComponentRef{{Name: "late", Version: "1"}} })
+		waitCondition(t, m, nodev1.MachineComponentsReady, "Component late-1 does not exist")
+		start := time.Now()
+		if err := c.Create(ctx, component("late", "1")); err != nil {
+			t.Fatal(err)
+		}
+		waitCondition(t, m, nodev1.MachineComponentsReady, "install order: late")
+		// The periodic re-check is a minute away: the watch did it.
+		if took := time.Since(start); took > 10*time.Second {
+			t.Fatalf("the new Component was seen after %s", took)
+		}
+	})
 	t.Run("a component without a variant for the host is named", func(t *testing.T) {
 		odd := component("odd", "1")
 		odd.Spec.Variants[0].Match = nodev1.HostMatch{OS: "plan9"}
