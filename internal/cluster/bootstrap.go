@@ -27,7 +27,7 @@ var bootstrapBindings = []struct{ name, role, group string }{
 // nodes need: the bindings above and the public cluster-info ConfigMap
 // (server and CA) that the bootstrap signer signs for token holders.
 func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, server string, caPEM []byte) error {
-	opts := metav1.ApplyOptions{FieldManager: kube.FieldOwner, Force: true}
+	opts := kube.ApplyOptions()
 	for _, b := range bootstrapBindings {
 		crb := rbacv1ac.ClusterRoleBinding(b.name).
 			WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup("rbac.authorization.k8s.io").WithKind("ClusterRole").WithName(b.role)).

@@ -45,9 +45,7 @@ type state struct {
 	// the KubeCluster controls.
 	secrets map[string]Secret
 	owned   map[string]bool
-	// issued lists the Secrets this pass wrote anew; pkiErr why issuing
-	// failed.
-	issued []string
+	// pkiErr says why issuing failed.
 	pkiErr error
 
 	deployments map[string]*appsv1.Deployment

@@ -289,7 +289,7 @@ func (r *Reconciler) applyPKI(ctx context.Context, kc *clusterv1.KubeCluster, n 
 	if len(changed) > 0 {
 		r.Recorder.Eventf(kc, corev1.EventTypeNormal, "CertificatesIssued", "issued %s", strings.Join(changed, ", "))
 	}
-	st.secrets, st.issued = want, changed
+	st.secrets = want
 	return nil
 }
 

@@ -35,7 +35,7 @@ var applyOpts = []client.ApplyOption{client.FieldOwner(FieldOwner), client.Force
 //
 // This is kok's one way of writing objects it owns; objects of kok's own
 // kinds are written from generated apply configurations with
-// ApplyConfiguration instead, so only the fields kok states are sent.
+// ApplyConfigurationInto instead, so only the fields kok states are sent.
 func Apply(ctx context.Context, c client.Client, owner client.Object, obj client.Object) error {
 	if owner != nil {
 		if err := controllerutil.SetControllerReference(owner, obj, c.Scheme()); err != nil {
@@ -64,15 +64,6 @@ func Apply(ctx context.Context, c client.Client, owner client.Object, obj client
 		return fmt.Errorf("reading back %s %s: %w", gvk.Kind, client.ObjectKeyFromObject(obj), err)
 	}
 	obj.GetObjectKind().SetGroupVersionKind(gvk)
-	return nil
-}
-
-// ApplyConfiguration server-side applies a generated apply configuration
-// (only the fields set in it are sent and owned).
-func ApplyConfiguration(ctx context.Context, c client.Client, ac runtime.ApplyConfiguration) error {
-	if err := c.Apply(ctx, ac, applyOpts...); err != nil {
-		return fmt.Errorf("applying %T: %w", ac, err)
-	}
 	return nil
 }
 

@@ -17,11 +17,6 @@ const (
 	ManagedBy = "kok"
 )
 
-// Labels are the recommended labels of an object of app name in instance.
-func Labels(name, instance string) map[string]string {
-	return map[string]string{LabelName: name, LabelInstance: instance, LabelManagedBy: ManagedBy}
-}
-
 // DefaultRegistry holds the images kok builds; every image reference kok
 // makes goes through Image, so a site overrides the registry in one place.
 const DefaultRegistry = "kok.local"
