@@ -20,10 +20,11 @@ GOLANGCI_LINT := $(KOK_CACHE_DIR)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/g
 help: ## Show targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## Build kok, kok-manager and kok-pause (static) into bin/
+build: ## Build kok, kok-manager, kok-agent and kok-pause (static) into bin/
 	go build -trimpath -ldflags '$(GO_LDFLAGS)' -o $(BIN)/kok ./cmd/kok
 	go build -trimpath -ldflags '$(GO_LDFLAGS)' -o $(BIN)/kok-manager ./cmd/kok-manager
 	go build -trimpath -ldflags '$(GO_LDFLAGS)' -o $(BIN)/kok-pause ./cmd/kok-pause
+	go build -trimpath -ldflags '$(GO_LDFLAGS)' -o $(BIN)/kok-agent ./cmd/kok-agent
 
 up: build ## Set up this machine and bring up the local meta cluster
 	$(BIN)/kok up

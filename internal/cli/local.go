@@ -34,7 +34,7 @@ func (o *localOptions) binaries() local.Binaries {
 			dir = filepath.Dir(exe)
 		}
 	}
-	return local.Binaries{Manager: filepath.Join(dir, "kok-manager"), Pause: filepath.Join(dir, "kok-pause")}
+	return local.Binaries{Manager: filepath.Join(dir, "kok-manager"), Pause: filepath.Join(dir, "kok-pause"), Agent: filepath.Join(dir, "kok-agent")}
 }
 
 func newUpCommand(g *globalOptions) *cobra.Command {

@@ -23,6 +23,7 @@ import (
 type Binaries struct {
 	Manager string // kok-manager
 	Pause   string // kok-pause
+	Agent   string // kok-agent, the node agent (an artifact in the registry)
 }
 
 // ImageSet is a group of images written to one tarball and imported at once.
