@@ -1,13 +1,82 @@
 // Command kok-agent is kok's node agent: it runs on every host a Machine
 // describes and keeps the host's components at their final state.
+//
+//	kok-agent apply [--dir D] [-f FILE]   store a desired state (stdin by default), start or wake the daemon
+//	kok-agent run [--dir D]               the daemon: apply, supervise services, re-check, report
+//	kok-agent status [--dir D]            print the daemon's last report (JSON)
+//	kok-agent uninstall [--dir D]         stop the services and run every uninstall script, last first
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/kubeonkube/kok/internal/agent"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "kok-agent: not implemented yet")
+	if len(os.Args) < 2 {
+		usage()
+	}
+	cmd := os.Args[1]
+	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+	dir := fs.String("dir", agent.DefaultDir, "the agent's state directory")
+	file := fs.String("f", "-", "desired state file (apply); - reads stdin")
+	_ = fs.Parse(os.Args[2:])
+	p := agent.Paths{Dir: *dir}
+	var err error
+	switch cmd {
+	case "apply":
+		err = apply(p, *file)
+	case "run":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		err = agent.NewDaemon(*dir).Run(ctx)
+	case "status":
+		var data []byte
+		if data, err = os.ReadFile(p.Status()); err == nil {
+			_, err = os.Stdout.Write(append(data, '\n'))
+		}
+	case "uninstall":
+		err = agent.Uninstall(context.Background(), p)
+	case "version":
+		fmt.Println("kok-agent")
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kok-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func apply(p agent.Paths, file string) error {
+	var data []byte
+	var err error
+	if file == "-" {
+		data, err = io.ReadAll(os.Stdin)
+	} else {
+		data, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	return agent.Submit(p, data, self)
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: kok-agent apply|run|status|uninstall [--dir DIR] [-f FILE]")
 	os.Exit(2)
 }

@@ -11,7 +11,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"text/template"
 
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
+	"github.com/kubeonkube/kok/internal/agent"
 )
 
 // ComponentName is the name of the Component object of a component at a
@@ -120,8 +120,9 @@ type ClusterValues struct {
 	Name, Version string
 	// APIServer is the URL nodes reach the apiserver at.
 	APIServer string
-	// CAHash pins the cluster CA the way kubeadm does (CAHash).
-	CAHash                string
+	// CA is the cluster CA certificate (PEM); CAHash pins it the way
+	// kubeadm does (CAHash).
+	CA, CAHash            string
 	DNSAddress, DNSDomain string
 	PodCIDR, ServiceCIDR  string
 }
@@ -129,43 +130,39 @@ type ClusterValues struct {
 // NodeValues are the host's values templates see as .Node.
 type NodeValues struct {
 	Name, Address, OS, OSVersion, Arch string
+	// PodCIDR is the node's own slice of the cluster's pod range.
+	PodCIDR string
+}
+
+// RegistryValues say where images and artifacts come from: image and
+// artifact references name Name (kok.local), which nodes reach at
+// Endpoint (a site's mirror, or kok's registry).
+type RegistryValues struct {
+	Name, Endpoint string
 }
 
 // Values is everything a component's templates see.
 type Values struct {
-	Cluster ClusterValues
-	Node    NodeValues
-	// Registry is the one registry every image and artifact comes from.
-	Registry string
+	Cluster  ClusterValues
+	Node     NodeValues
+	Registry RegistryValues
 }
 
-// Rendered is a component's variant with every template filled in: what
-// goes on the host, and the hash that says whether it changed.
-type Rendered struct {
-	Component, Version, Variant string
-	Disruption                  nodev1.Disruption
-	Artifacts                   []nodev1.Artifact
-	// Files by path, rendered.
-	Files   []RenderedFile
-	Scripts nodev1.Scripts
-	// Services with their commands rendered.
-	Services []nodev1.Service
-	// Hash covers all of the above.
-	Hash string
-}
+// ResolveFunc pins an artifact: where a host fetches it and its digest.
+type ResolveFunc func(nodev1.Artifact) (agent.Artifact, error)
 
-// RenderedFile is a file's final content.
-type RenderedFile struct {
-	Path    string
-	Content []byte
-	Mode    string
-}
-
-// Render fills in a variant's templates with values. A template that uses
-// a value that does not exist is an error naming the file (missingkey).
-func Render(c *nodev1.Component, v *nodev1.ComponentVariant, values Values) (*Rendered, error) {
-	out := &Rendered{Component: c.Spec.Component, Version: c.Spec.Version, Variant: v.Name, Disruption: c.Spec.Disruption,
-		Artifacts: slices.Clone(v.Artifacts)}
+// Render fills in a variant's templates with values and pins its
+// artifacts with resolve. A template that uses a value that does not
+// exist is an error naming the file (missingkey).
+func Render(c *nodev1.Component, v *nodev1.ComponentVariant, values Values, resolve ResolveFunc) (*agent.Component, error) {
+	out := &agent.Component{Name: c.Spec.Component, Version: c.Spec.Version, Variant: v.Name, Disruption: c.Spec.Disruption}
+	for _, a := range v.Artifacts {
+		pinned, err := resolve(a)
+		if err != nil {
+			return nil, fmt.Errorf("component %s, variant %s, artifact %s: %w", c.Name, v.Name, a.Path, err)
+		}
+		out.Artifacts = append(out.Artifacts, pinned)
+	}
 	render := func(what, text string) (string, error) {
 		t, err := template.New(what).Option("missingkey=error").Parse(text)
 		if err != nil {
@@ -182,7 +179,7 @@ func Render(c *nodev1.Component, v *nodev1.ComponentVariant, values Values) (*Re
 		if err != nil {
 			return nil, err
 		}
-		out.Files = append(out.Files, RenderedFile{Path: f.Path, Content: []byte(content), Mode: f.Mode})
+		out.Files = append(out.Files, agent.File{Path: f.Path, Content: []byte(content), Mode: f.Mode})
 	}
 	var err error
 	scripts := []struct {
@@ -215,77 +212,8 @@ func Render(c *nodev1.Component, v *nodev1.ComponentVariant, values Values) (*Re
 		}
 		out.Services = append(out.Services, r)
 	}
-	out.Hash = hashOf(out)
+	out.ComputeHash()
 	return out, nil
-}
-
-func hashOf(r *Rendered) string {
-	data, _ := json.Marshal(struct {
-		Component, Version string
-		Artifacts          []nodev1.Artifact
-		Files              []RenderedFile
-		Scripts            nodev1.Scripts
-		Services           []nodev1.Service
-	}{r.Component, r.Version, r.Artifacts, r.Files, r.Scripts, r.Services})
-	sum := sha256.Sum256(data)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
-// ServicesToRestart names the services of next whose inputs differ from
-// prev: a service restarts when a path in its RestartOn (every artifact
-// and file of the variant when empty) changed, or its command did. A
-// component seen for the first time restarts every service.
-func ServicesToRestart(prev, next *Rendered) []string {
-	if prev == nil {
-		var all []string
-		for _, s := range next.Services {
-			all = append(all, s.Name)
-		}
-		return all
-	}
-	changed := map[string]bool{}
-	old := map[string]string{}
-	for _, a := range prev.Artifacts {
-		old[a.Path] = a.Digest + a.Mode
-	}
-	for _, f := range prev.Files {
-		old[f.Path] = string(f.Content) + f.Mode
-	}
-	seen := map[string]bool{}
-	for _, a := range next.Artifacts {
-		seen[a.Path] = true
-		changed[a.Path] = old[a.Path] != a.Digest+a.Mode
-	}
-	for _, f := range next.Files {
-		seen[f.Path] = true
-		changed[f.Path] = old[f.Path] != string(f.Content)+f.Mode
-	}
-	for p := range old {
-		if !seen[p] {
-			changed[p] = true // removed
-		}
-	}
-	prevCmd := map[string][]string{}
-	for _, s := range prev.Services {
-		prevCmd[s.Name] = s.Command
-	}
-	var out []string
-	for _, s := range next.Services {
-		restart := !slices.Equal(prevCmd[s.Name], s.Command)
-		paths := s.RestartOn
-		if len(paths) == 0 {
-			for p := range changed {
-				paths = append(paths, p)
-			}
-		}
-		for _, p := range paths {
-			restart = restart || changed[p]
-		}
-		if restart {
-			out = append(out, s.Name)
-		}
-	}
-	return out
 }
 
 // CAHash is the pin of a CA certificate as kubeadm writes it:

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
+	"github.com/kubeonkube/kok/internal/agent"
 	"github.com/kubeonkube/kok/internal/pki"
 )
 
@@ -34,7 +35,13 @@ func kubelet() *nodev1.Component {
 func values() Values {
 	return Values{Cluster: ClusterValues{Name: "team-a", Version: "v1.34.4", APIServer: "https://10.201.0.5:6443",
 		DNSAddress: "10.96.0.10", DNSDomain: "cluster.local"},
-		Node: NodeValues{Name: "w1", Address: "10.200.8.11", OS: "debian", OSVersion: "12", Arch: "amd64"}, Registry: "kok.local"}
+		Node: NodeValues{Name: "w1", Address: "10.200.8.11", OS: "debian", OSVersion: "12", Arch: "amd64"}, Registry: RegistryValues{Name: "kok.local", Endpoint: "http://10.200.0.1:5000"}}
+}
+
+// pin resolves an artifact the way the operator does when the Component
+// gives its digest.
+func pin(a nodev1.Artifact) (agent.Artifact, error) {
+	return agent.Artifact{Path: a.Path, URL: "http://10.200.0.1:5000/v2/" + a.Source + "/blobs/" + a.Digest, Digest: a.Digest, Mode: a.Mode}, nil
 }
 
 func TestSelectVariant(t *testing.T) {
@@ -76,7 +83,7 @@ func TestInstallOrder(t *testing.T) {
 func TestRender(t *testing.T) {
 	c := kubelet()
 	v := &c.Spec.Variants[1]
-	r, err := Render(c, v, values())
+	r, err := Render(c, v, values(), pin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,55 +91,21 @@ func TestRender(t *testing.T) {
 		r.Services[0].Command[2] != "--node-ip=10.200.8.11" || !strings.HasSuffix(r.Scripts.Install, "# w1") {
 		t.Fatalf("rendered %+v", r)
 	}
-	again, _ := Render(c, v, values())
+	again, _ := Render(c, v, values(), pin)
 	if again.Hash != r.Hash || !strings.HasPrefix(r.Hash, "sha256:") {
 		t.Fatal("the same inputs must hash the same")
 	}
 	other := values()
 	other.Cluster.DNSAddress = "10.96.0.11"
-	changed, _ := Render(c, v, other)
+	changed, _ := Render(c, v, other, pin)
 	if changed.Hash == r.Hash {
 		t.Fatal("a changed value must change the hash")
 	}
 
 	bad := kubelet()
 	bad.Spec.Variants[1].Files[0].Template = "{{ .Cluster.NoSuchValue }}"
-	if _, err := Render(bad, &bad.Spec.Variants[1], values()); err == nil || !strings.Contains(err.Error(), "file /etc/kok/kubelet.yaml") {
+	if _, err := Render(bad, &bad.Spec.Variants[1], values(), pin); err == nil || !strings.Contains(err.Error(), "file /etc/kok/kubelet.yaml") {
 		t.Fatalf("an unknown value must fail naming the file: %v", err)
-	}
-}
-
-func TestServicesToRestart(t *testing.T) {
-	c := kubelet()
-	v := &c.Spec.Variants[1]
-	prev, _ := Render(c, v, values())
-	if got := ServicesToRestart(nil, prev); !slices.Equal(got, []string{"kubelet"}) {
-		t.Fatalf("first install starts every service: %v", got)
-	}
-	same, _ := Render(c, v, values())
-	if got := ServicesToRestart(prev, same); len(got) != 0 {
-		t.Fatalf("nothing changed, nothing restarts: %v", got)
-	}
-	// A file the service does not list changes: no restart.
-	other := values()
-	other.Cluster.APIServer = "https://10.201.0.6:6443"
-	next, _ := Render(c, v, other)
-	if got := ServicesToRestart(prev, next); len(got) != 0 {
-		t.Fatalf("a file outside restartOn must not restart: %v", got)
-	}
-	// A file it lists changes: restart.
-	other = values()
-	other.Cluster.DNSDomain = "corp.local"
-	next, _ = Render(c, v, other)
-	if got := ServicesToRestart(prev, next); !slices.Equal(got, []string{"kubelet"}) {
-		t.Fatalf("a listed file changed: %v", got)
-	}
-	// A new binary: restart.
-	c2 := kubelet()
-	c2.Spec.Variants[1].Artifacts[0].Digest = "sha256:bb"
-	next, _ = Render(c2, &c2.Spec.Variants[1], values())
-	if got := ServicesToRestart(prev, next); !slices.Equal(got, []string{"kubelet"}) {
-		t.Fatalf("a new binary: %v", got)
 	}
 }
 

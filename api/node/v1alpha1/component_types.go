@@ -111,15 +111,19 @@ type Artifact struct {
 	// Path on the host, absolute.
 	// +kubebuilder:validation:Pattern=`^/`
 	Path string `json:"path"`
-	// Source is an OCI artifact reference (registry/repository:tag or
-	// @digest; a reference without a registry host is prefixed with the
-	// site's registry) or an https URL.
+	// Source is an OCI artifact reference, registry/repository:tag (e.g.
+	// kok.local/artifacts/kube:v1.34.4): a single-layer artifact whose
+	// layer is the file. Hosts fetch it from the registry's endpoint
+	// (kok-manager --registry-endpoint), by digest.
 	// +kubebuilder:validation:MinLength=1
 	Source string `json:"source"`
 	// Digest of the file's content, sha256:<64 hex>; a file with another
-	// digest is never installed.
+	// digest is never installed. When empty, the tag is resolved to a
+	// digest when the Machine's desired state is rendered, and hosts fetch
+	// that digest.
 	// +kubebuilder:validation:Pattern=`^sha256:[a-f0-9]{64}$`
-	Digest string `json:"digest"`
+	// +optional
+	Digest string `json:"digest,omitempty"`
 	// Mode of the file, octal, e.g. "0755".
 	// +kubebuilder:validation:Pattern=`^0?[0-7]{3,4}$`
 	// +kubebuilder:default="0644"
@@ -135,8 +139,10 @@ type TemplatedFile struct {
 	// Template is a Go text/template. It sees .Cluster (.Name, .Version,
 	// .APIServer URL, .CAHash — sha256:<hex> of the CA's public key, as
 	// kubeadm pins it —, .DNSAddress, .DNSDomain, .PodCIDR, .ServiceCIDR),
-	// .Node (.Name, .Address, .OS, .OSVersion, .Arch) and .Registry (the
-	// one registry every image and artifact comes from).
+	// .CA — the CA certificate, PEM), .Node (.Name, .Address, .OS,
+	// .OSVersion, .Arch, .PodCIDR — the node's slice of the pod range) and
+	// .Registry (.Name — the registry host image references use, e.g.
+	// kok.local —, .Endpoint — the URL nodes pull it from).
 	Template string `json:"template"`
 	// Mode of the file, octal.
 	// +kubebuilder:validation:Pattern=`^0?[0-7]{3,4}$`
