@@ -5,6 +5,7 @@
 //	kok-agent run [--dir D]               the daemon: apply, supervise services, re-check, report
 //	kok-agent status [--dir D]            print the daemon's last report (JSON)
 //	kok-agent uninstall [--dir D]         stop the services and run every uninstall script, last first
+//	kok-agent probe URL                   exit 0 when URL answers 2xx (for check scripts on hosts without curl)
 package main
 
 import (
@@ -12,9 +13,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/kubeonkube/kok/internal/agent"
 )
@@ -44,6 +47,8 @@ func main() {
 		}
 	case "uninstall":
 		err = agent.Uninstall(context.Background(), p)
+	case "probe":
+		err = probe(fs.Arg(0))
 	case "version":
 		fmt.Println("kok-agent")
 	default:
@@ -76,7 +81,20 @@ func apply(p agent.Paths, file string) error {
 	return agent.Submit(p, data, self)
 }
 
+func probe(url string) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
+}
+
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: kok-agent apply|run|status|uninstall [--dir DIR] [-f FILE]")
+	fmt.Fprintln(os.Stderr, "usage: kok-agent apply|run|status|uninstall|probe|version [--dir DIR] [-f FILE]")
 	os.Exit(2)
 }

@@ -2,20 +2,19 @@ package machine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -27,22 +26,29 @@ import (
 	"github.com/kubeonkube/kok/internal/machine/remote"
 )
 
-// Reconciler runs Machines. This first pass reaches the host over SSH
-// (host key pinned), discovers its facts and resolves the components it
-// asks for (versions, variants, install order); installing them and
-// joining the node come next.
+// Reconciler runs Machines: it reaches each host over SSH (host key
+// pinned), puts kok's node agent on it, hands the agent the host's desired
+// state (every component rendered for this host and cluster, artifacts
+// pinned by digest), gives the kubelet a bootstrap token to join with, and
+// carries what the agent and the business cluster say into the Machine's
+// status. A deleted Machine's node is drained and deleted and the host
+// cleaned.
 type Reconciler struct {
 	client.Client
 	Recorder record.EventRecorder
+	// Registry is where hosts fetch artifacts.
+	Registry *Registry
 	// Dial reaches a host; nil dials it for real over SSH.
 	Dial func(ctx context.Context, t remote.Target) (Host, error)
+	// Workload reaches a business cluster; nil uses its admin kubeconfig.
+	Workload WorkloadFunc
+
+	workloads workloads
 }
 
-// Host is what the reconciler asks of a reached host.
-type Host interface {
-	Facts(ctx context.Context) (nodev1.HostFacts, error)
-	Close() error
-}
+// Finalizer holds a Machine until its node is drained and deleted and
+// its host cleaned.
+const Finalizer = "node.kok.dev/machine"
 
 // CredentialsKey is the key of the private key in a Machine's credentials
 // Secret (the kubernetes.io/ssh-auth layout).
@@ -107,221 +113,94 @@ const (
 	// unreachable.
 	retryMin = 5 * time.Second
 	retryMax = 5 * time.Minute
-	// recheck is how often a reached host is reached again.
-	recheck = time.Minute
+	// recheck is how often a Ready Machine's host is reached again;
+	// progressing is the wait while it is on its way.
+	recheck     = time.Minute
+	progressing = 2 * time.Second
 )
 
-// state is what one pass learned about a Machine.
-type state struct {
-	cluster *clusterv1.KubeCluster
-	// components found, by component name; missing lists the Component
-	// objects that do not exist.
-	components map[string]*nodev1.Component
-	missing    []string
-	// credsErr: the credentials Secret is missing or holds no key.
-	credsErr error
-	// facts of the host when it was reached; reachErr why it was not.
-	facts    *nodev1.HostFacts
-	reachErr error
-	// order is the install order; planErr why there is none (a missing
-	// dependency, a cycle, no variant for the host).
-	order   []string
-	planErr error
-}
-
-// Reconcile observes a Machine and its host and records status.
+// Reconcile observes a Machine, its host and its node, acts one step and
+// records status.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	m := &nodev1.Machine{}
 	if err := r.Get(ctx, req.NamespacedName, m); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if m.DeletionTimestamp != nil {
+	if m.DeletionTimestamp != nil && !controllerutil.ContainsFinalizer(m, Finalizer) {
 		return ctrl.Result{}, nil
 	}
 	st, err := r.observe(ctx, m)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if st.host != nil {
+		defer func() { _ = st.host.Close() }()
+	}
 	orig := m.DeepCopy()
+
+	if m.DeletionTimestamp != nil {
+		done, err := r.teardown(ctx, m, st)
+		st.actErr = err
+		if done {
+			controllerutil.RemoveFinalizer(m, Finalizer)
+			if err := r.Patch(ctx, m, client.MergeFrom(orig)); err != nil {
+				return ctrl.Result{}, fmt.Errorf("removing the finalizer: %w", err)
+			}
+			return ctrl.Result{}, nil
+		}
+	} else if !m.Spec.Paused {
+		if controllerutil.AddFinalizer(m, Finalizer) {
+			if err := r.Patch(ctx, m, client.MergeFrom(orig)); err != nil {
+				return ctrl.Result{}, fmt.Errorf("adding the finalizer: %w", err)
+			}
+			orig = m.DeepCopy()
+		}
+		st.actErr = r.act(ctx, m, st)
+	}
+
 	computeStatus(m, st)
 	if err := r.Status().Patch(ctx, m, client.MergeFrom(orig)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("writing status: %w", err)
 	}
-	if st.reachErr != nil && conditions.IsTrue(orig.Status.Conditions, nodev1.MachineReachable) {
-		r.Recorder.Eventf(m, corev1.EventTypeWarning, "Unreachable", "%v", st.reachErr)
-	}
+	r.events(orig, m, st)
 	return ctrl.Result{RequeueAfter: retryAfter(m, st)}, nil
 }
 
-// observe reads the cluster, the components and the credentials, and
-// reaches the host (unless the Machine is paused).
-func (r *Reconciler) observe(ctx context.Context, m *nodev1.Machine) (*state, error) {
-	st := &state{components: map[string]*nodev1.Component{}}
-	kc := &clusterv1.KubeCluster{}
-	switch err := r.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.ClusterName}, kc); {
-	case err == nil:
-		st.cluster = kc
-	case !apierrors.IsNotFound(err):
-		return nil, fmt.Errorf("reading KubeCluster %s: %w", m.Spec.ClusterName, err)
+// events raises a Warning when the host becomes unreachable or a step
+// fails, and a Normal event when the Machine becomes Ready.
+func (r *Reconciler) events(before, after *nodev1.Machine, st *state) {
+	if st.reachErr != nil && conditions.IsTrue(before.Status.Conditions, nodev1.MachineReachable) {
+		r.Recorder.Eventf(after, corev1.EventTypeWarning, "Unreachable", "%v", st.reachErr)
 	}
-	for _, ref := range m.Spec.Components {
-		version := ref.Version
-		if version == "" && st.cluster != nil {
-			version = st.cluster.Spec.Version
-		}
-		if version == "" {
-			continue // decided once the cluster exists
-		}
-		c := &nodev1.Component{}
-		name := ComponentName(ref.Name, version)
-		switch err := r.Get(ctx, client.ObjectKey{Name: name}, c); {
-		case err == nil:
-			st.components[ref.Name] = c
-		case apierrors.IsNotFound(err):
-			st.missing = append(st.missing, name)
-		default:
-			return nil, fmt.Errorf("reading Component %s: %w", name, err)
-		}
+	if st.actErr != nil {
+		r.Recorder.Eventf(after, corev1.EventTypeWarning, "ApplyFailed", "%v", st.actErr)
 	}
-
-	target, err := r.target(ctx, m)
-	if err != nil {
-		st.credsErr = err
-	} else if !m.Spec.Paused {
-		st.facts, st.reachErr = r.reach(ctx, target)
+	if st.submitted {
+		r.Recorder.Eventf(after, corev1.EventTypeNormal, "DesiredStateSubmitted", "the agent applies %s", strings.Join(st.order, ", "))
 	}
-	if st.facts != nil && len(st.missing) == 0 {
-		st.order, st.planErr = plan(m, st)
-	}
-	return st, nil
-}
-
-// target is how the host is reached, from the spec and the credentials
-// Secret.
-func (r *Reconciler) target(ctx context.Context, m *nodev1.Machine) (remote.Target, error) {
-	t := remote.Target{Address: m.Spec.Address, Port: m.Spec.SSH.Port, User: m.Spec.SSH.User, HostKey: m.Spec.SSH.HostKey}
-	var s corev1.Secret
-	switch err := r.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.SSH.CredentialsSecret}, &s); {
-	case apierrors.IsNotFound(err):
-		return t, fmt.Errorf("secret %s does not exist: create it with the private key under %q", m.Spec.SSH.CredentialsSecret, CredentialsKey)
-	case err != nil:
-		return t, fmt.Errorf("reading Secret %s: %w", m.Spec.SSH.CredentialsSecret, err)
-	}
-	if t.PrivateKey = s.Data[CredentialsKey]; len(t.PrivateKey) == 0 {
-		return t, fmt.Errorf("secret %s holds no %q", m.Spec.SSH.CredentialsSecret, CredentialsKey)
-	}
-	return t, nil
-}
-
-// reach dials the host and reads its facts.
-func (r *Reconciler) reach(ctx context.Context, t remote.Target) (*nodev1.HostFacts, error) {
-	dial := r.Dial
-	if dial == nil {
-		dial = func(ctx context.Context, t remote.Target) (Host, error) { return remote.Dial(ctx, t) }
-	}
-	h, err := dial(ctx, t)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = h.Close() }()
-	f, err := h.Facts(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("discovering the host's facts: %w", err)
-	}
-	return &f, nil
-}
-
-// plan resolves each component's variant for the host and the install
-// order.
-func plan(m *nodev1.Machine, st *state) ([]string, error) {
-	var wanted []string
-	deps := map[string][]string{}
-	for _, ref := range m.Spec.Components {
-		c, ok := st.components[ref.Name]
-		if !ok {
-			return nil, errors.New("the KubeCluster's version is not known yet")
-		}
-		if _, err := SelectVariant(c, *st.facts); err != nil {
-			return nil, err
-		}
-		wanted = append(wanted, ref.Name)
-		deps[ref.Name] = c.Spec.DependsOn
-	}
-	return InstallOrder(wanted, deps)
-}
-
-// computeStatus writes every condition, the facts and the phase.
-func computeStatus(m *nodev1.Machine, st *state) {
-	s := &m.Status
-	set := func(t string, ok bool, reason, msg string) {
-		conditions.Set(&s.Conditions, m.Generation, t, ok, reason, msg)
-	}
-	s.ObservedGeneration = m.Generation
-	if st.facts != nil {
-		s.Facts = st.facts
-	}
-
-	switch {
-	case st.credsErr != nil:
-		set(nodev1.MachineReachable, false, "CredentialsNotFound", st.credsErr.Error())
-	case m.Spec.Paused:
-		// Not reached while paused: the condition keeps what it said.
-	case errors.Is(st.reachErr, remote.ErrHostKeyMismatch):
-		set(nodev1.MachineReachable, false, "HostKeyMismatch", st.reachErr.Error())
-	case errors.Is(st.reachErr, remote.ErrAuthentication):
-		set(nodev1.MachineReachable, false, "AuthenticationFailed",
-			st.reachErr.Error()+": put the Machine's public key in the host's authorized_keys, or the right private key in spec.ssh.credentialsSecret")
-	case st.reachErr != nil:
-		set(nodev1.MachineReachable, false, "Unreachable", st.reachErr.Error()+" (retried with backoff)")
-	default:
-		set(nodev1.MachineReachable, true, "HostKeyVerified",
-			fmt.Sprintf("%s:%d proved its pinned host key; %s %s %s, kernel %s", m.Spec.Address, sshPort(m), st.facts.OS, st.facts.OSVersion, st.facts.Arch, st.facts.KernelVersion))
-	}
-
-	switch {
-	case len(st.missing) > 0:
-		set(nodev1.MachineComponentsReady, false, "ComponentNotFound",
-			fmt.Sprintf("Component %s does not exist: apply it (a Component is named <component>-<version>) or change spec.components", strings.Join(st.missing, ", ")))
-	case st.planErr != nil:
-		set(nodev1.MachineComponentsReady, false, "NotPlannable", st.planErr.Error())
-	case st.order != nil:
-		set(nodev1.MachineComponentsReady, false, "Planned", "install order: "+strings.Join(st.order, ", "))
-	default:
-		set(nodev1.MachineComponentsReady, false, "WaitingForHost", "components are planned once the host is reached")
-	}
-
-	switch {
-	case st.cluster == nil:
-		set(nodev1.MachineReady, false, "ClusterNotFound",
-			fmt.Sprintf("KubeCluster %s does not exist in namespace %s: create it or fix spec.clusterName", m.Spec.ClusterName, m.Namespace))
-	case !conditions.IsTrue(s.Conditions, nodev1.MachineReachable):
-		set(nodev1.MachineReady, false, "HostNotReachable", "the host is not reachable: see the Reachable condition")
-	default:
-		set(nodev1.MachineReady, false, "NotJoined", "the node has not joined "+m.Spec.ClusterName+" yet")
-	}
-	switch {
-	case m.DeletionTimestamp != nil:
-		s.Phase = nodev1.MachinePhaseDeleting
-	case conditions.IsTrue(s.Conditions, nodev1.MachineReachable):
-		s.Phase = nodev1.MachinePhaseProvisioning
-	default:
-		s.Phase = nodev1.MachinePhasePending
+	if !conditions.IsTrue(before.Status.Conditions, nodev1.MachineReady) && conditions.IsTrue(after.Status.Conditions, nodev1.MachineReady) {
+		r.Recorder.Eventf(after, corev1.EventTypeNormal, "Ready", "node %s is Ready", after.Name)
 	}
 }
 
-func sshPort(m *nodev1.Machine) int32 {
-	if m.Spec.SSH.Port == 0 {
-		return remote.DefaultPort
+// workload reaches a cluster's business cluster.
+func (r *Reconciler) workload(ctx context.Context, kc *clusterv1.KubeCluster) (*Workload, error) {
+	if r.Workload != nil {
+		return r.Workload(ctx, kc)
 	}
-	return m.Spec.SSH.Port
+	r.workloads.c = r.Client
+	return r.workloads.get(ctx, kc)
 }
 
-// retryAfter: a reached host is re-checked every minute; an unreachable
-// one after as long as it has been unreachable (5 s to 5 min), so the
-// retries back off.
+// retryAfter: a Ready Machine is re-checked every minute; one on its way
+// every two seconds; an unreachable host after as long as it has been
+// unreachable (5 s to 5 min), so the retries back off.
 func retryAfter(m *nodev1.Machine, st *state) time.Duration {
 	if st.reachErr == nil && st.credsErr == nil {
-		return recheck
+		if conditions.IsTrue(m.Status.Conditions, nodev1.MachineReady) {
+			return recheck
+		}
+		return progressing
 	}
 	c := meta.FindStatusCondition(m.Status.Conditions, nodev1.MachineReachable)
 	wait := retryMin

@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: manager.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err == nil {
-		err = (&machine.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)
+		err = (&machine.Reconciler{Client: mgr.GetClient(), Registry: &machine.Registry{Name: "kok.local"}}).SetupWithManager(mgr)
 	}
 	if err == nil {
 		c, err = client.New(cfg, client.Options{Scheme: manager.Scheme()})
@@ -110,6 +110,7 @@ func TestMachineReachesItsHost(t *testing.T) {
 			Data: map[string][]byte{corev1.SSHAuthPrivateKey: target.PrivateKey}},
 		component("containerd", "1.6.20"),
 		component("kubelet", "v1.34.4", "containerd"),
+		component("kok-agent", "dev"),
 	} {
 		if err := c.Create(ctx, o); err != nil {
 			t.Fatal(err)
@@ -119,7 +120,7 @@ func TestMachineReachesItsHost(t *testing.T) {
 		m := &nodev1.Machine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 			Spec: nodev1.MachineSpec{ClusterName: "team-a", Address: target.Address,
 				SSH:        nodev1.SSHAccess{Port: target.Port, User: target.User, CredentialsSecret: "ssh", HostKey: target.HostKey},
-				Components: []nodev1.ComponentRef{{Name: "kubelet"}, {Name: "containerd", Version: "1.6.20"}}}}
+				Components: []nodev1.ComponentRef{{Name: "kubelet"}, {Name: "containerd", Version: "1.6.20"}, {Name: "kok-agent", Version: "dev"}}}}
 		if mut != nil {
 			mut(m)
 		}
@@ -135,7 +136,9 @@ func TestMachineReachesItsHost(t *testing.T) {
 		if m.Status.Facts == nil || m.Status.Facts.OS != hostOS() || m.Status.Facts.CPUs == 0 || m.Status.Facts.MemoryBytes == 0 {
 			t.Fatalf("facts %+v", m.Status.Facts)
 		}
-		waitCondition(t, m, nodev1.MachineComponentsReady, "install order: containerd, kubelet")
+		// The cluster is paused and has no admin kubeconfig: the plan
+		// waits for it, and says so.
+		waitCondition(t, m, nodev1.MachineComponentsReady, "install order: containerd, kubelet, kok-agent; rendered once the business cluster answers")
 		if m.Status.Phase != nodev1.MachinePhaseProvisioning {
 			t.Fatalf("phase %s", m.Status.Phase)
 		}
@@ -166,13 +169,15 @@ func TestMachineReachesItsHost(t *testing.T) {
 		waitCondition(t, m, nodev1.MachineComponentsReady, "Component gpu-driver-550 does not exist")
 	})
 	t.Run("a Component applied later is seen at once", func(t *testing.T) {
-		m := mk("late", func(m *nodev1.Machine) { m.Spec.Components = []nodev1.ComponentRef{{Name: "late", Version: "1"}} })
+		m := mk("late", func(m *nodev1.Machine) {
+			m.Spec.Components = []nodev1.ComponentRef{{Name: "late", Version: "1"}, {Name: "kok-agent", Version: "dev"}}
+		})
 		waitCondition(t, m, nodev1.MachineComponentsReady, "Component late-1 does not exist")
 		start := time.Now()
 		if err := c.Create(ctx, component("late", "1")); err != nil {
 			t.Fatal(err)
 		}
-		waitCondition(t, m, nodev1.MachineComponentsReady, "install order: late")
+		waitCondition(t, m, nodev1.MachineComponentsReady, "install order: late, kok-agent")
 		// The periodic re-check is a minute away: the watch did it.
 		if took := time.Since(start); took > 10*time.Second {
 			t.Fatalf("the new Component was seen after %s", took)

@@ -175,11 +175,15 @@ func Render(c *nodev1.Component, v *nodev1.ComponentVariant, values Values, reso
 		return buf.String(), nil
 	}
 	for _, f := range v.Files {
+		path, err := render("path of file "+f.Path, f.Path)
+		if err != nil {
+			return nil, err
+		}
 		content, err := render("file "+f.Path, f.Template)
 		if err != nil {
 			return nil, err
 		}
-		out.Files = append(out.Files, agent.File{Path: f.Path, Content: []byte(content), Mode: f.Mode})
+		out.Files = append(out.Files, agent.File{Path: path, Content: []byte(content), Mode: f.Mode})
 	}
 	var err error
 	scripts := []struct {

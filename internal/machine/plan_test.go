@@ -2,11 +2,14 @@ package machine
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/agent"
@@ -120,5 +123,45 @@ func TestCAHash(t *testing.T) {
 	}
 	if _, err := CAHash([]byte("nope")); err == nil {
 		t.Fatal("want an error for no PEM")
+	}
+}
+
+// TestDefaultCatalogRenders: every Component of config/components has a
+// variant for a Debian 12 amd64 host, and every template in it renders
+// with the values the operator gives.
+func TestDefaultCatalogRenders(t *testing.T) {
+	files, _ := filepath.Glob("../../config/components/*-*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no Components in config/components")
+	}
+	v := values()
+	v.Cluster.CA, v.Node.PodCIDR = "-----BEGIN CERTIFICATE-----\n", "10.244.11.0/24"
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &nodev1.Component{}
+		if err := yaml.UnmarshalStrict(data, c); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if c.Name != ComponentName(c.Spec.Component, c.Spec.Version) {
+			t.Errorf("%s: named %s, want %s", f, c.Name, ComponentName(c.Spec.Component, c.Spec.Version))
+		}
+		variant, err := SelectVariant(c, nodev1.HostFacts{OS: "debian", OSVersion: "12", Arch: "amd64"})
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		r, err := Render(c, variant, v, func(a nodev1.Artifact) (agent.Artifact, error) {
+			return agent.Artifact{Path: a.Path, URL: "http://registry/" + a.Source, Digest: "sha256:00", Mode: a.Mode}, nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		for _, file := range r.Files {
+			if strings.Contains(file.Path, "{{") {
+				t.Errorf("%s: path %s not rendered", f, file.Path)
+			}
+		}
 	}
 }

@@ -48,6 +48,10 @@ type Options struct {
 	// ImageRegistry prefixes every image kok runs (one setting for
 	// air-gapped sites).
 	ImageRegistry string
+	// RegistryEndpoint is where hosts reach the registry that
+	// ImageRegistry names (http://host:port or https://host), for
+	// images and the artifacts of Components.
+	RegistryEndpoint string
 	// ClusterDomain is the meta cluster's DNS domain.
 	ClusterDomain string
 	// WebhookPort serves admission webhooks; 0 turns them off.
@@ -66,6 +70,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.LeaderElect, "leader-elect", true, "elect one active manager among replicas")
 	fs.StringVar(&o.LeaderElectionNS, "leader-election-namespace", "", "namespace of the leader election lease (default: the pod's)")
 	fs.StringVar(&o.ImageRegistry, "image-registry", kube.DefaultRegistry, "registry (and path) prefixed to every image kok runs")
+	fs.StringVar(&o.RegistryEndpoint, "registry-endpoint", "", "URL at which hosts reach the registry --image-registry names (e.g. http://10.200.0.1:5000); Machines need it for their artifacts")
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of the meta cluster")
 	fs.IntVar(&o.WebhookPort, "webhook-port", 9443, "port of the admission webhooks (0 turns them off)")
 	ns := os.Getenv("POD_NAMESPACE")
@@ -90,8 +95,9 @@ var Registry = map[string]Setup{
 	"cluster": func(mgr ctrl.Manager, o Options) error {
 		return (&cluster.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, MetaDomain: o.ClusterDomain}).SetupWithManager(mgr)
 	},
-	"machine": func(mgr ctrl.Manager, _ Options) error {
-		return (&machine.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)
+	"machine": func(mgr ctrl.Manager, o Options) error {
+		return (&machine.Reconciler{Client: mgr.GetClient(),
+			Registry: &machine.Registry{Name: o.ImageRegistry, Endpoint: o.RegistryEndpoint}}).SetupWithManager(mgr)
 	},
 	"etcd": func(mgr ctrl.Manager, o Options) error {
 		if err := (&etcd.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, Domain: o.ClusterDomain,

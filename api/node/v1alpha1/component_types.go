@@ -133,7 +133,8 @@ type Artifact struct {
 
 // TemplatedFile is a file written from a template.
 type TemplatedFile struct {
-	// Path on the host, absolute.
+	// Path on the host, absolute; a template too (e.g.
+	// /etc/containerd/certs.d/{{ .Registry.Name }}/hosts.toml).
 	// +kubebuilder:validation:Pattern=`^/`
 	Path string `json:"path"`
 	// Template is a Go text/template. It sees .Cluster (.Name, .Version,

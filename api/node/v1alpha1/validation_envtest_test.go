@@ -15,6 +15,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 )
@@ -157,5 +158,28 @@ func TestMachineAdmission(t *testing.T) {
 				t.Fatalf("want a refusal saying %q, got %v", tc.want, err)
 			}
 		})
+	}
+}
+
+// TestDefaultCatalog: every Component of the default catalog
+// (config/components) is accepted as it is shipped, and renders for a
+// Debian 12 amd64 host (machine.Render's side is tested there).
+func TestDefaultCatalog(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("..", "..", "..", "config", "components", "*-*.yaml"))
+	if len(files) < 4 {
+		t.Fatalf("config/components holds %d Components, want containerd, kubelet (each version) and kok-agent", len(files))
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		comp := &nodev1.Component{}
+		if err := yaml.UnmarshalStrict(data, comp); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if err := c.Create(context.Background(), comp); err != nil {
+			t.Errorf("%s is refused: %v", f, err)
+		}
 	}
 }

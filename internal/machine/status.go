@@ -1,0 +1,195 @@
+package machine
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
+	"github.com/kubeonkube/kok/internal/conditions"
+	"github.com/kubeonkube/kok/internal/machine/remote"
+)
+
+// computeStatus writes every condition, the facts, the components, the
+// node and the phase from what the pass observed and did.
+func computeStatus(m *nodev1.Machine, st *state) {
+	s := &m.Status
+	set := func(t string, ok bool, reason, msg string) {
+		conditions.Set(&s.Conditions, m.Generation, t, ok, reason, msg)
+	}
+	s.ObservedGeneration = m.Generation
+	if st.facts != nil {
+		s.Facts = st.facts
+	}
+
+	// Reachable.
+	switch {
+	case st.credsErr != nil:
+		set(nodev1.MachineReachable, false, "CredentialsNotFound", st.credsErr.Error())
+	case m.Spec.Paused:
+		// Not reached while paused: the condition keeps what it said.
+	case errors.Is(st.reachErr, remote.ErrHostKeyMismatch):
+		set(nodev1.MachineReachable, false, "HostKeyMismatch", st.reachErr.Error())
+	case errors.Is(st.reachErr, remote.ErrAuthentication):
+		set(nodev1.MachineReachable, false, "AuthenticationFailed",
+			st.reachErr.Error()+": put the Machine's public key in the host's authorized_keys, or the right private key in spec.ssh.credentialsSecret")
+	case st.reachErr != nil:
+		set(nodev1.MachineReachable, false, "Unreachable", st.reachErr.Error()+" (retried with backoff)")
+	default:
+		set(nodev1.MachineReachable, true, "HostKeyVerified",
+			fmt.Sprintf("%s:%d proved its pinned host key; %s %s %s, kernel %s", m.Spec.Address, sshPort(m), st.facts.OS, st.facts.OSVersion, st.facts.Arch, st.facts.KernelVersion))
+	}
+
+	// Components, from the agent's report when it is about what is
+	// desired now.
+	if st.report != nil {
+		s.Components = componentStatuses(st)
+	}
+	current := st.report != nil && st.desired != nil && st.report.Desired == st.desired.Hash()
+	switch {
+	case len(st.missing) > 0:
+		set(nodev1.MachineComponentsReady, false, "ComponentNotFound",
+			fmt.Sprintf("Component %s does not exist: apply it (a Component is named <component>-<version>) or change spec.components", strings.Join(st.missing, ", ")))
+	case st.planErr != nil:
+		set(nodev1.MachineComponentsReady, false, "NotPlannable", st.planErr.Error())
+	case st.actErr != nil:
+		set(nodev1.MachineComponentsReady, false, "ApplyFailed", st.actErr.Error()+" (retried)")
+	case st.desired == nil && st.order != nil && st.workloadErr != nil:
+		set(nodev1.MachineComponentsReady, false, "ClusterNotReachable",
+			"install order: "+strings.Join(st.order, ", ")+"; rendered once the business cluster answers: "+st.workloadErr.Error())
+	case st.desired == nil:
+		if !m.Spec.Paused {
+			set(nodev1.MachineComponentsReady, false, "WaitingForHost", "components are planned once the host is reached")
+		}
+	case !current:
+		set(nodev1.MachineComponentsReady, false, "Installing", "the agent is applying: "+strings.Join(st.order, ", "))
+	case st.report.Ready():
+		var parts []string
+		for _, c := range st.report.Components {
+			parts = append(parts, c.Name+" "+c.Version)
+		}
+		set(nodev1.MachineComponentsReady, true, "AtFinalState", strings.Join(parts, ", ")+" at their final state (checked by the agent)")
+	default:
+		for _, c := range st.report.Components {
+			if !c.Ready {
+				set(nodev1.MachineComponentsReady, false, "ComponentFailed", c.Name+": "+c.Error+" (the agent retries)")
+				break
+			}
+		}
+	}
+
+	// The node.
+	s.NodeName, s.KubeletVersion = "", ""
+	switch {
+	case st.node != nil:
+		s.NodeName, s.KubeletVersion = st.node.Name, st.node.Status.NodeInfo.KubeletVersion
+		set(nodev1.MachineNodeJoined, true, "Joined", fmt.Sprintf("node %s joined %s", st.node.Name, m.Spec.ClusterName))
+	case st.workloadErr != nil:
+		set(nodev1.MachineNodeJoined, false, "ClusterNotReachable", st.workloadErr.Error())
+	case conditions.IsTrue(s.Conditions, nodev1.MachineComponentsReady):
+		set(nodev1.MachineNodeJoined, false, "Joining", "the kubelet is joining with the Machine's bootstrap token")
+	default:
+		set(nodev1.MachineNodeJoined, false, "WaitingForComponents", "the node joins once its components are at their final state")
+	}
+	switch ready := nodeReady(st.node); {
+	case st.node == nil:
+		set(nodev1.MachineNodeReady, false, "NotJoined", "the node has not joined yet")
+	case ready != nil && ready.Status == corev1.ConditionTrue:
+		set(nodev1.MachineNodeReady, true, "KubeletReady", ready.Message)
+	case ready != nil:
+		set(nodev1.MachineNodeReady, false, orDefault(ready.Reason, "NotReady"), ready.Message)
+	default:
+		set(nodev1.MachineNodeReady, false, "NotReported", "the kubelet has not reported the node's readiness yet")
+	}
+
+	// Ready.
+	switch {
+	case m.DeletionTimestamp != nil && len(st.blocking) > 0:
+		reason := "Draining"
+		if time.Since(m.DeletionTimestamp.Time) > drainTimeout {
+			reason = "DrainTimeout"
+		}
+		set(nodev1.MachineReady, false, reason, fmt.Sprintf("draining node %s: waiting for %s", m.Name, strings.Join(st.blocking, ", ")))
+	case m.DeletionTimestamp != nil:
+		set(nodev1.MachineReady, false, "Deleting", "the node is drained and deleted, then the host is cleaned"+errSuffix(st.actErr))
+	case st.cluster == nil:
+		set(nodev1.MachineReady, false, "ClusterNotFound",
+			fmt.Sprintf("KubeCluster %s does not exist in namespace %s: create it or fix spec.clusterName", m.Spec.ClusterName, m.Namespace))
+	case !conditions.IsTrue(s.Conditions, nodev1.MachineReachable):
+		set(nodev1.MachineReady, false, "HostNotReachable", "the host is not reachable: see the Reachable condition")
+	case !conditions.IsTrue(s.Conditions, nodev1.MachineComponentsReady):
+		set(nodev1.MachineReady, false, "ComponentsNotReady", "see the ComponentsReady condition")
+	case !conditions.IsTrue(s.Conditions, nodev1.MachineNodeJoined):
+		set(nodev1.MachineReady, false, "NotJoined", "the node has not joined "+m.Spec.ClusterName+" yet")
+	case !conditions.IsTrue(s.Conditions, nodev1.MachineNodeReady):
+		set(nodev1.MachineReady, false, "NodeNotReady", "see the NodeReady condition")
+	default:
+		set(nodev1.MachineReady, true, "Ready", fmt.Sprintf("node %s is Ready in %s, its components at their final state", m.Name, m.Spec.ClusterName))
+	}
+
+	switch {
+	case m.DeletionTimestamp != nil:
+		s.Phase = nodev1.MachinePhaseDeleting
+	case conditions.IsTrue(s.Conditions, nodev1.MachineReady):
+		s.Phase = nodev1.MachinePhaseReady
+	case conditions.IsTrue(s.Conditions, nodev1.MachineNodeJoined):
+		s.Phase = nodev1.MachinePhaseDegraded
+	case conditions.IsTrue(s.Conditions, nodev1.MachineComponentsReady):
+		s.Phase = nodev1.MachinePhaseJoining
+	case conditions.IsTrue(s.Conditions, nodev1.MachineReachable):
+		s.Phase = nodev1.MachinePhaseProvisioning
+	default:
+		s.Phase = nodev1.MachinePhasePending
+	}
+}
+
+func componentStatuses(st *state) []nodev1.ComponentStatus {
+	var out []nodev1.ComponentStatus
+	for _, c := range st.report.Components {
+		cs := nodev1.ComponentStatus{Name: c.Name, Version: c.Version, Variant: c.Variant, Hash: c.Hash, Ready: c.Ready,
+			LastError: c.Error}
+		if !c.LastCheck.IsZero() {
+			t := metav1.NewTime(c.LastCheck)
+			cs.LastCheck = &t
+		}
+		out = append(out, cs)
+	}
+	return out
+}
+
+func nodeReady(n *corev1.Node) *corev1.NodeCondition {
+	if n == nil {
+		return nil
+	}
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == corev1.NodeReady {
+			return &n.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func errSuffix(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ": " + err.Error()
+}
+
+func sshPort(m *nodev1.Machine) int32 {
+	if m.Spec.SSH.Port == 0 {
+		return remote.DefaultPort
+	}
+	return m.Spec.SSH.Port
+}
