@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -214,5 +216,63 @@ func TestServicesToRestart(t *testing.T) {
 	}
 	if got := ServicesToRestart(nil, &base); len(got) != 2 {
 		t.Errorf("first install restarts %v, want both", got)
+	}
+}
+
+// TestDaemon: the daemon applies desired.json handed over with Submit,
+// runs the services, starts a killed one again at once, and reports.
+func TestDaemon(t *testing.T) {
+	dir := t.TempDir()
+	p := Paths{Dir: filepath.Join(dir, "agent")}
+	c := Component{Name: "svc", Version: "v1", Scripts: nodev1.Scripts{Install: "true", Check: "true"},
+		Services: []nodev1.Service{{Name: "sleeper", Command: []string{"sleep", "300"}}}}
+	c.ComputeHash()
+	d := &Desired{Machine: "ns/m", Components: []Component{c}}
+	data, _ := json.Marshal(d)
+	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.Desired(), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	daemon := NewDaemon(p.Dir)
+	daemon.Interval = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- daemon.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		daemon.Services.StopAll()
+	}()
+	report := func() *Report {
+		var r Report
+		raw, err := os.ReadFile(p.Status())
+		if err != nil || json.Unmarshal(raw, &r) != nil {
+			return nil
+		}
+		return &r
+	}
+	waitFor := func(what string, ok func(*Report) bool) *Report {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if r := report(); r != nil && ok(r) {
+				return r
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("%s: last report %+v", what, report())
+		return nil
+	}
+	first := waitFor("ready", func(r *Report) bool {
+		return r.Desired == d.Hash() && r.Ready() && len(r.Services) == 1 && r.Services[0].Running
+	})
+	killed := time.Now()
+	_ = syscall.Kill(first.Services[0].PID, syscall.SIGKILL)
+	second := waitFor("restarted", func(r *Report) bool {
+		return len(r.Services) == 1 && r.Services[0].Running && r.Services[0].PID != first.Services[0].PID
+	})
+	if took := time.Since(killed); took > 3*time.Second || second.Services[0].Restarts != 1 || second.Services[0].LastExit != "killed by SIGKILL" {
+		t.Fatalf("restarted after %s: %+v", took, second.Services[0])
 	}
 }

@@ -97,6 +97,9 @@ func (d *Daemon) pass(ctx context.Context) time.Duration {
 		d.writeReport(&Report{Time: time.Now(), Components: []ComponentReport{{Name: "desired", Error: err.Error()}}})
 		return d.Interval
 	}
+	// A service that stopped starts again first, before the checks (which
+	// may wait on it).
+	d.Services.Ensure(d.services(desired), nil)
 	unlock, err := lockFile(p.Lock())
 	if err != nil {
 		d.Log.Printf("lock: %v", err)
@@ -104,25 +107,52 @@ func (d *Daemon) pass(ctx context.Context) time.Duration {
 	}
 	out := d.Applier.Apply(ctx, desired)
 	unlock()
-	// Services of every component that was applied run; those of a
-	// component that failed its check keep running (it is being repaired).
-	var services []nodev1.Service
-	applied := d.Applier.Applied()
-	for _, c := range desired.Components {
-		if a, ok := applied[c.Name]; ok && a.Hash == c.Hash {
-			services = append(services, c.Services...)
-		}
-	}
+	d.carryRepairs(&out.Report)
 	if len(out.Restart) > 0 {
 		d.Log.Printf("restarting %s: their inputs changed", strings.Join(out.Restart, ", "))
 	}
-	d.Services.Ensure(services, out.Restart)
+	d.Services.Ensure(d.services(desired), out.Restart)
 	out.Report.Services = d.Services.Report()
 	d.writeReport(&out.Report)
 	if !out.Report.Ready() {
 		return 2 * time.Second
 	}
 	return d.Interval
+}
+
+// carryRepairs records this pass's repairs in the report and keeps the
+// last repair of each component from the report before.
+func (d *Daemon) carryRepairs(r *Report) {
+	var prev Report
+	if data, err := os.ReadFile(d.Applier.Paths.Status()); err == nil {
+		_ = json.Unmarshal(data, &prev)
+	}
+	for i := range r.Components {
+		c := &r.Components[i]
+		switch {
+		case c.Action != "" && c.Action != "checked" && c.Action != "installed":
+			c.LastRepair, c.LastRepairTime = c.Action, r.Time
+		default:
+			for _, p := range prev.Components {
+				if p.Name == c.Name {
+					c.LastRepair, c.LastRepairTime = p.LastRepair, p.LastRepairTime
+				}
+			}
+		}
+	}
+}
+
+// services are those of every component applied as desired; those of a
+// component that failed its check keep running (it is being repaired).
+func (d *Daemon) services(desired *Desired) []nodev1.Service {
+	var out []nodev1.Service
+	applied := d.Applier.Applied()
+	for _, c := range desired.Components {
+		if a, ok := applied[c.Name]; ok && a.Hash == c.Hash {
+			out = append(out, c.Services...)
+		}
+	}
+	return out
 }
 
 func (d *Daemon) writeReport(r *Report) {

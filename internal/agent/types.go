@@ -106,6 +106,10 @@ type ComponentReport struct {
 	// Error says why the component is not ready, with the failing
 	// script's stderr tail.
 	Error string `json:"error,omitempty"`
+	// LastRepair is the last action that was not a plain check or install
+	// (a restored file, a repair), kept across passes, and when.
+	LastRepair     string    `json:"lastRepair,omitempty"`
+	LastRepairTime time.Time `json:"lastRepairTime,omitzero"`
 }
 
 // ServiceReport is one supervised service.

@@ -178,6 +178,21 @@ func (r *Reconciler) events(before, after *nodev1.Machine, st *state) {
 	if st.submitted {
 		r.Recorder.Eventf(after, corev1.EventTypeNormal, "DesiredStateSubmitted", "the agent applies %s", strings.Join(st.order, ", "))
 	}
+	for _, now := range after.Status.Services {
+		for _, was := range before.Status.Services {
+			if was.Name == now.Name && now.Restarts > was.Restarts {
+				r.Recorder.Eventf(after, corev1.EventTypeWarning, "ServiceRestarted", "%s stopped (%s); the agent started it again (%d restarts)",
+					now.Name, now.LastExit, now.Restarts)
+			}
+		}
+	}
+	for _, now := range after.Status.Components {
+		for _, was := range before.Status.Components {
+			if was.Name == now.Name && now.LastRepairTime != nil && (was.LastRepairTime == nil || now.LastRepairTime.After(was.LastRepairTime.Time)) {
+				r.Recorder.Eventf(after, corev1.EventTypeWarning, "Repaired", "%s: %s", now.Name, now.LastRepair)
+			}
+		}
+	}
 	if !conditions.IsTrue(before.Status.Conditions, nodev1.MachineReady) && conditions.IsTrue(after.Status.Conditions, nodev1.MachineReady) {
 		r.Recorder.Eventf(after, corev1.EventTypeNormal, "Ready", "node %s is Ready", after.Name)
 	}

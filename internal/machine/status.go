@@ -48,6 +48,13 @@ func computeStatus(m *nodev1.Machine, st *state) {
 	// desired now.
 	if st.report != nil {
 		s.Components = componentStatuses(st)
+		s.Services = nil
+		for _, svc := range st.report.Services {
+			s.Services = append(s.Services, nodev1.ServiceStatus{Name: svc.Name, Running: svc.Running,
+				Restarts: int32(svc.Restarts), LastExit: svc.LastExit})
+		}
+		t := metav1.NewTime(st.report.Time)
+		s.AgentReportTime = &t
 	}
 	current := st.report != nil && st.desired != nil && st.report.Desired == st.desired.Hash()
 	switch {
@@ -155,6 +162,10 @@ func componentStatuses(st *state) []nodev1.ComponentStatus {
 		if !c.LastCheck.IsZero() {
 			t := metav1.NewTime(c.LastCheck)
 			cs.LastCheck = &t
+		}
+		if c.LastRepair != "" {
+			t := metav1.NewTime(c.LastRepairTime)
+			cs.LastRepair, cs.LastRepairTime = c.LastRepair, &t
 		}
 		out = append(out, cs)
 	}

@@ -136,6 +136,24 @@ type ComponentStatus struct {
 	// LastError is the failing step and the tail of its script's stderr.
 	// +optional
 	LastError string `json:"lastError,omitempty"`
+	// LastRepair is what the agent last did to bring the component back
+	// to its final state ("restored /var/lib/kubelet/config.yaml",
+	// "repaired (…)"), and LastRepairTime when.
+	// +optional
+	LastRepair string `json:"lastRepair,omitempty"`
+	// +optional
+	LastRepairTime *metav1.Time `json:"lastRepairTime,omitempty"`
+}
+
+// ServiceStatus is a service the agent supervises on the host.
+type ServiceStatus struct {
+	Name    string `json:"name"`
+	Running bool   `json:"running"`
+	// Restarts counts the times it stopped and the agent started it again.
+	Restarts int32 `json:"restarts"`
+	// LastExit is how it last stopped ("killed by SIGKILL", "exited 1").
+	// +optional
+	LastExit string `json:"lastExit,omitempty"`
 }
 
 // MachineStatus is the observed state of a host.
@@ -163,6 +181,12 @@ type MachineStatus struct {
 	// KubeletVersion the node reports.
 	// +optional
 	KubeletVersion string `json:"kubeletVersion,omitempty"`
+	// Services the agent supervises, as it last reported them.
+	// +optional
+	Services []ServiceStatus `json:"services,omitempty"`
+	// AgentReportTime is when the agent wrote the report status carries.
+	// +optional
+	AgentReportTime *metav1.Time `json:"agentReportTime,omitempty"`
 }
 
 // Machine is a host that kok keeps as a node of a business cluster: it

@@ -42,6 +42,8 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &nodev1alpha1.ScriptsApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("Service"):
 		return &nodev1alpha1.ServiceApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("ServiceStatus"):
+		return &nodev1alpha1.ServiceStatusApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("SSHAccess"):
 		return &nodev1alpha1.SSHAccessApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("TemplatedFile"):

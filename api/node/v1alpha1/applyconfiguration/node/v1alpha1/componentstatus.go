@@ -9,13 +9,15 @@ import (
 // ComponentStatusApplyConfiguration represents a declarative configuration of the ComponentStatus type for use
 // with apply.
 type ComponentStatusApplyConfiguration struct {
-	Name      *string  `json:"name,omitempty"`
-	Version   *string  `json:"version,omitempty"`
-	Variant   *string  `json:"variant,omitempty"`
-	Hash      *string  `json:"hash,omitempty"`
-	Ready     *bool    `json:"ready,omitempty"`
-	LastCheck *v1.Time `json:"lastCheck,omitempty"`
-	LastError *string  `json:"lastError,omitempty"`
+	Name           *string  `json:"name,omitempty"`
+	Version        *string  `json:"version,omitempty"`
+	Variant        *string  `json:"variant,omitempty"`
+	Hash           *string  `json:"hash,omitempty"`
+	Ready          *bool    `json:"ready,omitempty"`
+	LastCheck      *v1.Time `json:"lastCheck,omitempty"`
+	LastError      *string  `json:"lastError,omitempty"`
+	LastRepair     *string  `json:"lastRepair,omitempty"`
+	LastRepairTime *v1.Time `json:"lastRepairTime,omitempty"`
 }
 
 // ComponentStatusApplyConfiguration constructs a declarative configuration of the ComponentStatus type for use with
@@ -77,5 +79,21 @@ func (b *ComponentStatusApplyConfiguration) WithLastCheck(value v1.Time) *Compon
 // If called multiple times, the LastError field is set to the value of the last call.
 func (b *ComponentStatusApplyConfiguration) WithLastError(value string) *ComponentStatusApplyConfiguration {
 	b.LastError = &value
+	return b
+}
+
+// WithLastRepair sets the LastRepair field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the LastRepair field is set to the value of the last call.
+func (b *ComponentStatusApplyConfiguration) WithLastRepair(value string) *ComponentStatusApplyConfiguration {
+	b.LastRepair = &value
+	return b
+}
+
+// WithLastRepairTime sets the LastRepairTime field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the LastRepairTime field is set to the value of the last call.
+func (b *ComponentStatusApplyConfiguration) WithLastRepairTime(value v1.Time) *ComponentStatusApplyConfiguration {
+	b.LastRepairTime = &value
 	return b
 }

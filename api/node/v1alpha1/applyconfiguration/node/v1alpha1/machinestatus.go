@@ -3,6 +3,7 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	v1 "k8s.io/client-go/applyconfigurations/meta/v1"
 )
 
@@ -16,6 +17,8 @@ type MachineStatusApplyConfiguration struct {
 	Components         []ComponentStatusApplyConfiguration `json:"components,omitempty"`
 	NodeName           *string                             `json:"nodeName,omitempty"`
 	KubeletVersion     *string                             `json:"kubeletVersion,omitempty"`
+	Services           []ServiceStatusApplyConfiguration   `json:"services,omitempty"`
+	AgentReportTime    *metav1.Time                        `json:"agentReportTime,omitempty"`
 }
 
 // MachineStatusApplyConfiguration constructs a declarative configuration of the MachineStatus type for use with
@@ -87,5 +90,26 @@ func (b *MachineStatusApplyConfiguration) WithNodeName(value string) *MachineSta
 // If called multiple times, the KubeletVersion field is set to the value of the last call.
 func (b *MachineStatusApplyConfiguration) WithKubeletVersion(value string) *MachineStatusApplyConfiguration {
 	b.KubeletVersion = &value
+	return b
+}
+
+// WithServices adds the given value to the Services field in the declarative configuration
+// and returns the receiver, so that objects can be build by chaining "With" function invocations.
+// If called multiple times, values provided by each call will be appended to the Services field.
+func (b *MachineStatusApplyConfiguration) WithServices(values ...*ServiceStatusApplyConfiguration) *MachineStatusApplyConfiguration {
+	for i := range values {
+		if values[i] == nil {
+			panic("nil value passed to WithServices")
+		}
+		b.Services = append(b.Services, *values[i])
+	}
+	return b
+}
+
+// WithAgentReportTime sets the AgentReportTime field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the AgentReportTime field is set to the value of the last call.
+func (b *MachineStatusApplyConfiguration) WithAgentReportTime(value metav1.Time) *MachineStatusApplyConfiguration {
+	b.AgentReportTime = &value
 	return b
 }
