@@ -36,4 +36,14 @@
 // image (image tarballs, containerd import), proc (pid files), supervisor
 // (the process supervisor), storage (the kok-local volume provisioner) and
 // versions (the versions kok builds).
+//
+// Subpackage hosts makes local hosts (kok machine create, delete, list):
+// Linux hosts on this machine, each with its own network namespace and
+// address on the bridge kokm0 (10.202.0.0/24, inside the guarded range), its
+// own mount namespace (/etc an overlay of the machine's; /var, /usr/local,
+// /root, /opt, /tmp its own; the rest read-only), hostname, process tree
+// (kok's init as PID 1) and cgroup namespace rooted at /kok-hosts/NAME, and
+// sshd as the only way in: the machine operator reaches them over SSH as it
+// would VMs. kok down deletes the hosts of its state directory first, with or
+// without a meta cluster.
 package local

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kubeonkube/kok/internal/local/build"
+	"github.com/kubeonkube/kok/internal/local/hosts"
 	"github.com/kubeonkube/kok/internal/local/proc"
 )
 
@@ -21,13 +22,22 @@ type DownOptions struct {
 	Out     io.Writer
 }
 
-// Down stops the meta cluster of a state directory and removes what kok put
-// on the host (processes, mounts, iptables rules, the bridge, cgroups).
+// Down deletes the local hosts of a state directory, stops its meta cluster
+// and removes what kok put on the host (processes, mounts, iptables rules,
+// the bridge, cgroups).
 // Only processes recorded in kok's pid files, the shims of kok's containerd
 // and processes in kok's pod cgroups are signalled.
 func Down(ctx context.Context, o DownOptions) error {
 	if err := checkRoot(); err != nil {
 		return err
+	}
+	// The local hosts first: they may run without a meta cluster.
+	names, err := hosts.DeleteAll(ctx, o.StateDir)
+	for _, n := range names {
+		fmt.Fprintf(o.Out, "deleted host %s\n", n)
+	}
+	if err != nil {
+		return fmt.Errorf("deleting the local hosts: %w", err)
 	}
 	c, err := LoadConfig(o.StateDir)
 	if errors.Is(err, os.ErrNotExist) {
