@@ -37,9 +37,7 @@ func main() {
 	case "apply":
 		err = apply(p, *file)
 	case "run":
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-		defer stop()
-		err = agent.NewDaemon(*dir).Run(ctx)
+		err = run(*dir)
 	case "status":
 		var data []byte
 		if data, err = os.ReadFile(p.Status()); err == nil {
@@ -58,6 +56,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "kok-agent:", err)
 		os.Exit(1)
 	}
+}
+
+func run(dir string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return agent.NewDaemon(dir).Run(ctx)
 }
 
 func apply(p agent.Paths, file string) error {

@@ -12,6 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubeonkube/kok/internal/local"
 	"github.com/kubeonkube/kok/internal/local/hosts"
@@ -42,6 +45,27 @@ func (o *machineOptions) checkOutput() error {
 
 // guardCIDR is the guarded range of the state directory's meta cluster, or
 // the default one when there is none.
+// metaConfig reaches the running meta cluster of the state directory.
+func (o *machineOptions) metaConfig() (*rest.Config, error) {
+	c, err := local.LoadConfig(o.stateDir)
+	if err != nil {
+		return nil, fmt.Errorf("no meta cluster in %s (kok up): %w", o.stateDir, err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	cfg.Timeout = 10 * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cs.Discovery().ServerVersion(); err != nil {
+		return nil, fmt.Errorf("the meta cluster in %s does not answer: %w", o.stateDir, err)
+	}
+	return cfg, nil
+}
+
 func guardCIDR(stateDir string) (string, error) {
 	c, err := local.LoadConfig(stateDir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -103,9 +127,6 @@ func newMachineCreateCommand(g *globalOptions) *cobra.Command {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
-			if o.cluster != "" && o.applyMachine == nil {
-				return errors.New("--cluster: applying the Machine is not implemented yet; create the host and apply a Machine with its address and host key")
-			}
 			cidr, err := guardCIDR(o.stateDir)
 			if err != nil {
 				return err
@@ -149,7 +170,20 @@ func newMachineCreateCommand(g *globalOptions) *cobra.Command {
 	o.bind(cmd)
 	o.bindOutput(cmd)
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 20*time.Second, "how long to wait for the host's sshd to answer")
-	cmd.Flags().StringVar(&o.cluster, "cluster", "", "also apply a Machine for the host in this business cluster (not implemented yet)")
+	cmd.Flags().StringVar(&o.cluster, "cluster", "", "also apply a Machine for the host in this business cluster (its namespace is the cluster's name): the machine operator installs containerd, the kubelet and kok-agent on it over SSH and joins it as a node")
+	o.applyMachine = func(ctx context.Context, cmd *cobra.Command, cluster string, h *hosts.Host) error {
+		cfg, err := o.metaConfig()
+		if err != nil {
+			return err
+		}
+		m, err := local.ApplyMachine(ctx, cfg, h, cluster, cluster)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "Machine %s/%s applied: it joins %s as node %s (watch: kok kubectl get machines -n %s)\n",
+			m.Namespace, m.Name, cluster, m.Name, m.Namespace)
+		return nil
+	}
 	return cmd
 }
 
@@ -161,9 +195,17 @@ func newMachineDeleteCommand(g *globalOptions) *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, name := range args {
-				_, err := hosts.Load(o.stateDir, name)
+				h, err := hosts.Load(o.stateDir, name)
 				existed := err == nil
 				start := time.Now()
+				// A Machine that names the host goes first, so its node is
+				// drained and deleted; without a running meta cluster
+				// there is none to ask.
+				if cfg, cerr := o.metaConfig(); existed && cerr == nil {
+					if err := local.DeleteMachinesOf(cmd.Context(), cfg, h, cmd.ErrOrStderr()); err != nil {
+						return err
+					}
+				}
 				if err := hosts.Delete(cmd.Context(), o.stateDir, name); err != nil {
 					return err
 				}

@@ -1,0 +1,312 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
+	"github.com/kubeonkube/kok/internal/local/hosts"
+	"github.com/kubeonkube/kok/internal/machine/remote"
+)
+
+// hostShell runs a script on a local host over SSH, as the operator does
+// (the host key pinned).
+func hostShell(t *testing.T, stateDir, name, script string) string {
+	t.Helper()
+	h, err := hosts.Load(stateDir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(h.PrivateKeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := remote.Dial(ctx, remote.Target{Address: h.Address, Port: int32(h.Port), User: h.User, PrivateKey: key, HostKey: h.HostKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	res, err := c.Run(ctx, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 0 {
+		t.Fatalf("on %s: %q: exit %d: %s", name, script, res.ExitCode, res.Stderr)
+	}
+	return strings.TrimSpace(string(res.Stdout))
+}
+
+func getMachine(t *testing.T, c client.Client, ns, name string) *nodev1.Machine {
+	t.Helper()
+	m := &nodev1.Machine{}
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// waitMachine waits for a Machine condition to be true and returns the
+// Machine then.
+func waitMachine(t *testing.T, c client.Client, ns, name, cond string, timeout time.Duration) *nodev1.Machine {
+	t.Helper()
+	var m *nodev1.Machine
+	eventually(t, timeout, "Machine "+name+" "+cond, func() error {
+		m = getMachine(t, c, ns, name)
+		if ok := meta.IsStatusConditionTrue(m.Status.Conditions, cond); !ok {
+			return fmt.Errorf("phase %s, conditions %s", m.Status.Phase, describeConditions(m.Status.Conditions))
+		}
+		return nil
+	})
+	return m
+}
+
+func describeConditions(conds []metav1.Condition) string {
+	var parts []string
+	for _, c := range conds {
+		parts = append(parts, fmt.Sprintf("%s=%s (%s: %s)", c.Type, c.Status, c.Reason, c.Message))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func serviceRestarts(t *testing.T, m *nodev1.Machine, name string) int32 {
+	for _, s := range m.Status.Services {
+		if s.Name == name {
+			return s.Restarts
+		}
+	}
+	t.Fatalf("Machine %s reports no service %s: %+v", m.Name, name, m.Status.Services)
+	return 0
+}
+
+// TestMachines: local hosts (network, mount, UTS and PID namespaces with
+// their own sshd) become Ready nodes of a business cluster through the
+// machine operator — over SSH, with kok-agent, components from the default
+// catalog and every artifact and image from kok's registry — and stay so.
+func TestMachines(t *testing.T) {
+	cfg := sharedCluster(t)
+	dir := shared.stateDir
+	ctx := context.Background()
+	c := metaClient(t, cfg)
+	const cluster = "nodes"
+	names := []string{"node-a", "node-b", "node-c"}
+
+	mustKok(t, dir, "create", "cluster", cluster, "--version", "v1.34.4")
+	bc := businessClient(t, dir, cluster)
+	start := time.Now()
+	for _, n := range names {
+		out := mustKok(t, dir, "machine", "create", n, "--cluster", cluster)
+		t.Logf("%s", out)
+	}
+	t.Cleanup(func() {
+		for _, n := range names {
+			_, _ = kok(t, dir, "machine", "delete", n)
+		}
+	})
+
+	// kok-manager restarts while the machines provision: they finish, and
+	// no host is provisioned twice at once (one agent daemon each).
+	mc := clientset(t, cfg.Kubeconfig())
+	eventually(t, time.Minute, "a Machine provisioning", func() error {
+		m := getMachine(t, c, cluster, names[0])
+		if meta.IsStatusConditionTrue(m.Status.Conditions, nodev1.MachineReachable) {
+			return nil
+		}
+		return fmt.Errorf("phase %q", m.Status.Phase)
+	})
+	if err := mc.CoreV1().Pods("kok-system").DeleteCollection(ctx, metav1.DeleteOptions{},
+		metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=manager"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Log("kok-manager restarted while the machines provision")
+
+	t.Run("hosts join and become Ready nodes", func(t *testing.T) {
+		for _, n := range names {
+			m := waitMachine(t, c, cluster, n, nodev1.MachineReady, 5*time.Minute)
+			t.Logf("%s Ready %s after the hosts were created; components %+v", n, time.Since(start).Round(time.Second), m.Status.Components)
+			if m.Status.KubeletVersion != "v1.34.4" || m.Status.NodeName != n || m.Status.Facts == nil || m.Status.Facts.OS != "debian" {
+				t.Fatalf("status %+v", m.Status)
+			}
+		}
+		nodes, err := bc.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range nodes.Items {
+			if n.Status.NodeInfo.KubeletVersion != "v1.34.4" || n.Labels["node.kok.dev/machine"] != n.Name {
+				t.Errorf("node %s: kubelet %s, labels %v", n.Name, n.Status.NodeInfo.KubeletVersion, n.Labels)
+			}
+		}
+		for _, n := range names {
+			if out := hostShell(t, dir, n, "pgrep -c -f 'kok-agent run'"); out != "1" {
+				t.Errorf("%s runs %s agent daemons, want 1", n, out)
+			}
+		}
+		if len(nodes.Items) != len(names) {
+			t.Fatalf("%d nodes, want %d", len(nodes.Items), len(names))
+		}
+		// The bootstrap tokens are gone once the nodes joined.
+		eventually(t, time.Minute, "bootstrap tokens deleted", func() error {
+			s, err := bc.CoreV1().Secrets(metav1.NamespaceSystem).List(ctx, metav1.ListOptions{FieldSelector: "type=bootstrap.kubernetes.io/token"})
+			if err != nil || len(s.Items) > 0 {
+				return fmt.Errorf("%d tokens left (%v)", len(s.Items), err)
+			}
+			return nil
+		})
+	})
+
+	t.Run("a pod runs on each node, its image pulled from the registry", func(t *testing.T) {
+		for _, n := range names {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "hello-" + n, Namespace: "default"},
+				Spec: corev1.PodSpec{NodeName: n, Containers: []corev1.Container{{Name: "pause", Image: "kok.local/pause:kok",
+					ImagePullPolicy: corev1.PullAlways}}}}
+			if _, err := bc.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, n := range names {
+			eventually(t, 2*time.Minute, "pod on "+n+" running", func() error {
+				p, err := bc.CoreV1().Pods("default").Get(ctx, "hello-"+n, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				if p.Status.Phase != corev1.PodRunning {
+					return fmt.Errorf("phase %s: %+v", p.Status.Phase, p.Status.ContainerStatuses)
+				}
+				return nil
+			})
+		}
+		// The host's containerd pulled it: nothing was imported there.
+		out := hostShell(t, dir, names[0], "ctr --address /run/containerd/containerd.sock -n k8s.io images ls -q | grep pause")
+		if !strings.Contains(out, "kok.local/pause:kok") {
+			t.Fatalf("images on %s: %s", names[0], out)
+		}
+	})
+
+	t.Run("the agent restores killed services and edited files", func(t *testing.T) {
+		n := names[1]
+		for _, svc := range []string{"kubelet", "containerd"} {
+			before := serviceRestarts(t, getMachine(t, c, cluster, n), svc)
+			killed := time.Now()
+			hostShell(t, dir, n, "pkill -KILL -x "+svc)
+			back := time.Duration(0)
+			eventually(t, 30*time.Second, svc+" running again on "+n, func() error {
+				if out := hostShell(t, dir, n, "pgrep -x "+svc+" || :"); out == "" {
+					return fmt.Errorf("%s not running", svc)
+				}
+				if back == 0 {
+					back = time.Since(killed)
+				}
+				return nil
+			})
+			t.Logf("%s killed on %s: running again after %s", svc, n, back.Round(10*time.Millisecond))
+			eventually(t, 2*time.Minute, "status shows the restart", func() error {
+				m := getMachine(t, c, cluster, n)
+				if got := serviceRestarts(t, m, svc); got <= before {
+					return fmt.Errorf("%s restarts %d", svc, got)
+				}
+				return nil
+			})
+		}
+		hostShell(t, dir, n, "echo 'maxPods: 1' >> /var/lib/kubelet/config.yaml")
+		eventually(t, 2*time.Minute, "the kubelet config restored", func() error {
+			if out := hostShell(t, dir, n, "grep -c 'maxPods: 1' /var/lib/kubelet/config.yaml || :"); out != "0" {
+				return fmt.Errorf("still edited")
+			}
+			m := getMachine(t, c, cluster, n)
+			for _, cs := range m.Status.Components {
+				if cs.Name == "kubelet" && strings.Contains(cs.LastRepair, "/var/lib/kubelet/config.yaml") {
+					return nil
+				}
+			}
+			return fmt.Errorf("status does not say so yet: %+v", m.Status.Components)
+		})
+		waitMachine(t, c, cluster, n, nodev1.MachineReady, 2*time.Minute)
+	})
+
+	t.Run("a Component added as YAML is used, and a failing script's stderr is in status", func(t *testing.T) {
+		good := &nodev1.Component{ObjectMeta: metav1.ObjectMeta{Name: "motd-1"}, Spec: nodev1.ComponentSpec{Component: "motd", Version: "1",
+			Variants: []nodev1.ComponentVariant{
+				{Name: "debian-13", Match: nodev1.HostMatch{OS: "debian", OSVersions: []string{"13"}},
+					Scripts: nodev1.Scripts{Install: "exit 1", Check: "exit 1", Uninstall: "true"}},
+				{Name: "debian-12", Match: nodev1.HostMatch{OS: "debian", OSVersions: []string{"12"}},
+					Files:   []nodev1.TemplatedFile{{Path: "/etc/motd", Template: "{{ .Node.Name }} of {{ .Cluster.Name }}\n"}},
+					Scripts: nodev1.Scripts{Install: "true", Check: "test -s /etc/motd", Uninstall: "true"}},
+			}}}
+		bad := &nodev1.Component{ObjectMeta: metav1.ObjectMeta{Name: "broken-1"}, Spec: nodev1.ComponentSpec{Component: "broken", Version: "1",
+			Variants: []nodev1.ComponentVariant{{Name: "any", Match: nodev1.HostMatch{OS: "debian"},
+				Scripts: nodev1.Scripts{Install: "echo 'E: Unable to locate package nvidia-driver-550' >&2; exit 100", Check: "true", Uninstall: "true"}}}}}
+		for _, o := range []client.Object{good, bad} {
+			if err := c.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+		}
+		add := func(n, comp string) {
+			m := getMachine(t, c, cluster, n)
+			patch := client.MergeFrom(m.DeepCopy())
+			m.Spec.Components = append(m.Spec.Components, nodev1.ComponentRef{Name: comp, Version: "1"})
+			if err := c.Patch(ctx, m, patch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		add(names[0], "motd")
+		eventually(t, 2*time.Minute, "motd on "+names[0], func() error {
+			if out := hostShell(t, dir, names[0], "cat /etc/motd 2>/dev/null || :"); out != names[0]+" of "+cluster {
+				return fmt.Errorf("motd %q", out)
+			}
+			return nil
+		})
+		add(names[2], "broken")
+		eventually(t, 2*time.Minute, "the failing script named in status", func() error {
+			m := getMachine(t, c, cluster, names[2])
+			cond := meta.FindStatusCondition(m.Status.Conditions, nodev1.MachineComponentsReady)
+			if cond == nil || cond.Status != metav1.ConditionFalse || !strings.Contains(cond.Message, "E: Unable to locate package nvidia-driver-550") {
+				return fmt.Errorf("ComponentsReady %+v", cond)
+			}
+			return nil
+		})
+		// Taking the broken component out heals the Machine.
+		m := getMachine(t, c, cluster, names[2])
+		patch := client.MergeFrom(m.DeepCopy())
+		m.Spec.Components = m.Spec.Components[:len(m.Spec.Components)-1]
+		if err := c.Patch(ctx, m, patch); err != nil {
+			t.Fatal(err)
+		}
+		waitMachine(t, c, cluster, names[2], nodev1.MachineReady, 2*time.Minute)
+	})
+
+	t.Run("a deleted Machine drains, its Node goes and the host is clean", func(t *testing.T) {
+		n := names[2]
+		m := getMachine(t, c, cluster, n)
+		if err := c.Delete(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 3*time.Minute, "Machine "+n+" gone", func() error {
+			err := c.Get(ctx, client.ObjectKeyFromObject(m), &nodev1.Machine{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("still there (%v): %s", err, describeConditions(getMachine(t, c, cluster, n).Status.Conditions))
+		})
+		if _, err := bc.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("node %s: %v", n, err)
+		}
+		left := hostShell(t, dir, n, "ls -d /usr/local/bin/kok-agent /usr/local/bin/kubelet /usr/local/bin/containerd /var/lib/kubelet /etc/containerd /var/lib/kok-agent /etc/kubernetes/kubelet.conf 2>/dev/null || :; pgrep -l 'kubelet|containerd|kok-agent' || :")
+		if left != "" {
+			t.Fatalf("left on the host:\n%s", left)
+		}
+	})
+}
