@@ -16,9 +16,10 @@ func newBuildCommand(o *globalOptions) *cobra.Command {
 	var all bool
 	cmd := &cobra.Command{
 		Use:   "build",
-		Short: "Build the Kubernetes, etcd and CoreDNS binaries kok runs (cached)",
+		Short: "Build the Kubernetes, etcd, CoreDNS and registry binaries kok runs (cached)",
 		Long: `Build compiles kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
-kube-proxy, kubectl, etcd and CoreDNS from the Go module proxy at the versions kok pins,
+kube-proxy, kubectl, etcd, CoreDNS and the CNCF Distribution registry from the Go
+module proxy at the versions kok pins,
 into the cache directory. Finished builds are reused; 'kok up' calls this as needed.
 With --all every pinned version is built (the tests need two Kubernetes minors).`,
 		Args: cobra.NoArgs,
@@ -44,6 +45,9 @@ With --all every pinned version is built (the tests need two Kubernetes minors).
 				}
 			}
 			if _, err := b.Ensure(cmd.Context(), build.CoreDNS(versions.CoreDNS)); err != nil {
+				return err
+			}
+			if _, err := b.Ensure(cmd.Context(), build.Registry(versions.Registry)); err != nil {
 				return err
 			}
 			fmt.Fprintf(os.Stdout, "all binaries ready under %s (%s)\n", b.CacheDir, time.Since(start).Round(time.Second))

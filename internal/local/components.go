@@ -222,7 +222,7 @@ func ensureBuilt(ctx context.Context, b *build.Builder, c *Config) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range []*build.Product{kp, build.Etcd(c.EtcdVersion), build.CoreDNS(versions.CoreDNS)} {
+	for _, p := range []*build.Product{kp, build.Etcd(c.EtcdVersion), build.CoreDNS(versions.CoreDNS), build.Registry(versions.Registry)} {
 		if _, err := b.Ensure(ctx, p); err != nil {
 			return err
 		}

@@ -215,6 +215,26 @@ func CoreDNS(version string) *Product {
 	}
 }
 
+// RegistryModule is the CNCF Distribution module; its upstream main package
+// is the registry kok runs.
+const RegistryModule = "github.com/distribution/distribution/v3"
+
+// Registry returns the product for the CNCF Distribution registry: upstream's
+// own main package (cmd/registry, every storage driver included), named in the
+// wrapper module as a tool so that go mod tidy keeps its dependencies. The
+// version is stamped in, so the registry reports it instead of "+unknown".
+func Registry(version string) *Product {
+	return &Product{
+		Name:    "registry",
+		Version: version,
+		// distribution v3.1 needs Go 1.26.
+		GoMod: fmt.Sprintf("module kok.local/build/registry\n\ngo 1.26.0\n\nrequire %[1]s %[2]s\n\ntool %[1]s/cmd/registry\n",
+			RegistryModule, version),
+		Binaries: map[string]string{"registry": RegistryModule + "/cmd/registry"},
+		LDFlags:  "-s -w -X " + RegistryModule + "/version.version=" + version,
+	}
+}
+
 // moduleInfo is what `go mod download -json` reports.
 type moduleInfo struct{ GoMod, Dir, Error string }
 

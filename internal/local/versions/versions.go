@@ -21,6 +21,10 @@ var Etcd = []string{"v3.6.16", "v3.5.35"}
 // CoreDNS is the CoreDNS release built for cluster DNS.
 const CoreDNS = "v1.14.7"
 
+// Registry is the CNCF Distribution release built for kok's registry, which
+// serves every kok-built image and binary to business-cluster nodes.
+const Registry = "v3.1.2"
+
 // DefaultKubernetes is the version the meta cluster runs.
 func DefaultKubernetes() string { return Kubernetes[0] }
 
