@@ -9,6 +9,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +19,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -60,10 +63,22 @@ type Spec struct {
 var epoch = time.Unix(0, 0).UTC()
 
 // Build assembles the image described by spec.
-func Build(spec Spec) (v1.Image, error) {
+func Build(spec Spec) (v1.Image, error) { return (&Builder{}).Build(spec) }
+
+// Builder assembles images and builds each distinct layer once: images that
+// share a layer (every component image of one Kubernetes version) share its
+// compressed bytes instead of compressing the same files again. It is safe
+// for concurrent use; a layer stays in memory as long as the Builder.
+type Builder struct {
+	mu     sync.Mutex
+	layers map[string]v1.Layer
+}
+
+// Build assembles the image described by spec, reusing layers built before.
+func (b *Builder) Build(spec Spec) (v1.Image, error) {
 	img := empty.Image
 	for i, files := range spec.Layers {
-		layer, err := newLayer(files)
+		layer, err := b.layer(files)
 		if err != nil {
 			return nil, fmt.Errorf("image %s layer %d: %w", spec.Ref, i, err)
 		}
@@ -82,6 +97,41 @@ func Build(spec Spec) (v1.Image, error) {
 	cfg.Config.Cmd = spec.Cmd
 	cfg.Config.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin"}, spec.Env...)
 	return mutate.ConfigFile(img, cfg)
+}
+
+// layer returns the layer of files, built once per distinct file set (the
+// sources identified by path, size and modification time).
+func (b *Builder) layer(files []File) (v1.Layer, error) {
+	h := sha256.New()
+	for _, f := range files {
+		fmt.Fprintf(h, "%q %q %o %q %v", f.Src, f.Dst, f.Mode, f.Link, f.Dir)
+		if f.Src != "" {
+			st, err := os.Stat(f.Src)
+			if err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(h, " %d %d", st.Size(), st.ModTime().UnixNano())
+		}
+		fmt.Fprintln(h)
+	}
+	key := hex.EncodeToString(h.Sum(nil))
+	b.mu.Lock()
+	l, ok := b.layers[key]
+	b.mu.Unlock()
+	if ok {
+		return l, nil
+	}
+	l, err := newLayer(files)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.layers == nil {
+		b.layers = map[string]v1.Layer{}
+	}
+	b.layers[key] = l
+	return l, nil
 }
 
 // newLayer writes files into a gzip'd tar held in memory-backed temp storage.

@@ -74,3 +74,43 @@ func TestImagesShareEqualLayers(t *testing.T) {
 		t.Fatalf("tarball not written: %v", err)
 	}
 }
+
+// TestBuilderBuildsEachLayerOnce: images sharing a file set share the one
+// layer a Builder made for it; a changed source file makes a new one.
+func TestBuilderBuildsEachLayerOnce(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "kube")
+	if err := os.WriteFile(bin, []byte("kube"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	layer := []File{{Src: bin, Dst: "/usr/local/bin/kube", Mode: 0o755}}
+	b := &Builder{}
+	var got []v1.Layer
+	for _, e := range []string{"kube-apiserver", "kube-proxy"} {
+		img, err := b.Build(Spec{Ref: Prefix + e + ":v1", Layers: [][]File{layer}, Entrypoint: []string{e}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls, err := img.Layers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ls[0])
+	}
+	if len(b.layers) != 1 {
+		t.Fatalf("%d layers built for one file set", len(b.layers))
+	}
+	if err := os.WriteFile(bin, []byte("kube, rebuilt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img, err := b.Build(Spec{Ref: Prefix + "kube-apiserver:v2", Layers: [][]File{layer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := img.Layers()
+	d0, _ := got[0].Digest()
+	d1, _ := got[1].Digest()
+	d2, _ := ls[0].Digest()
+	if d0 != d1 || d2 == d0 || len(b.layers) != 2 {
+		t.Fatalf("digests %s %s %s, %d layers: want the first two equal and a new one after the change", d0, d1, d2, len(b.layers))
+	}
+}
