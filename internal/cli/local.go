@@ -46,7 +46,9 @@ func newUpCommand(g *globalOptions) *cobra.Command {
 		Short: "Bring up the local meta cluster (builds what is missing)",
 		Long: `up runs a real single-node Kubernetes meta cluster on this machine: etcd,
 kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet and
-kube-proxy as supervised processes, CoreDNS and kok-manager as pods. Binaries are
+kube-proxy as supervised processes, CoreDNS, kok-manager and kok's registry as
+pods. The registry (http://10.200.0.1:5000) receives every image kok builds and
+the binaries nodes install ('kok registry list'). Binaries are
 built from the Go module proxy on first use and cached; images are assembled
 locally. Running it again on a running cluster only reports it; after a crash or
 a reboot it recovers the cluster from its state directory. It ends by creating

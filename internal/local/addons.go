@@ -3,7 +3,9 @@ package local
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"text/template"
@@ -19,8 +21,11 @@ import (
 //go:embed addons/coredns.yaml
 var corednsManifest string
 
-// installAddons applies cluster DNS and kok itself, with the kok-manager
-// image of the binary bins.Manager.
+//go:embed addons/registry.yaml
+var registryManifest string
+
+// installAddons applies cluster DNS, kok itself, with the kok-manager image
+// of the binary bins.Manager, and kok's registry.
 func installAddons(ctx context.Context, cfg *rest.Config, c *Config, bins Binaries) error {
 	cl, err := client.New(cfg, client.Options{})
 	if err != nil {
@@ -29,7 +34,45 @@ func installAddons(ctx context.Context, cfg *rest.Config, c *Config, bins Binari
 	if err := applyCoreDNS(ctx, cl, c.DNSDomain, c.DNSServiceIP()); err != nil {
 		return err
 	}
-	return applyKok(ctx, cl, bins.Manager)
+	if err := applyKok(ctx, cl, bins.Manager); err != nil {
+		return err
+	}
+	return applyRegistry(ctx, cl, c)
+}
+
+// applyRegistry applies kok's registry (kok-system/kok-registry), listening
+// on c.RegistryAddress() and storing into c.RegistryDir().
+func applyRegistry(ctx context.Context, cl client.Client, c *Config) error {
+	manifests, err := renderRegistry(c)
+	if err != nil {
+		return err
+	}
+	if err := retryApply(ctx, cl, manifests); err != nil {
+		return fmt.Errorf("installing kok-registry: %w", err)
+	}
+	return nil
+}
+
+// renderRegistry renders the registry's manifests. The pod template carries
+// a hash of everything rendered, so a changed configuration restarts it.
+func renderRegistry(c *Config) ([]byte, error) {
+	tmpl, err := template.New("registry").Parse(registryManifest)
+	if err != nil {
+		return nil, err
+	}
+	values := map[string]any{"Addr": c.RegistryAddress(), "Port": c.RegistryPort, "Dir": c.RegistryDir(),
+		"Image": RegistryImage(), "ConfigHash": ""}
+	var out bytes.Buffer
+	if err := tmpl.Execute(&out, values); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(out.Bytes())
+	values["ConfigHash"] = hex.EncodeToString(sum[:8])
+	out.Reset()
+	if err := tmpl.Execute(&out, values); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }
 
 // applyCoreDNS applies CoreDNS serving domain at the Service address ip.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/kubeonkube/kok/internal/local/versions"
 )
@@ -34,6 +35,8 @@ type Config struct {
 	GuardCIDR     string `json:"guardCIDR"`
 	DNSDomain     string `json:"dnsDomain"`
 	APIServerPort int    `json:"apiServerPort"`
+	// RegistryPort is where kok's registry listens on the node address.
+	RegistryPort int `json:"registryPort"`
 }
 
 // DefaultConfig returns the configuration kok up uses unless told otherwise.
@@ -52,6 +55,7 @@ func DefaultConfig() Config {
 		GuardCIDR:         "10.200.0.0/13",
 		DNSDomain:         "cluster.local",
 		APIServerPort:     6443,
+		RegistryPort:      5000,
 	}
 }
 
@@ -94,6 +98,13 @@ func (c *Config) APIServerURL() string {
 	return fmt.Sprintf("https://%s:%d", c.NodeIP(), c.APIServerPort)
 }
 
+// RegistryAddress is host:port of kok's registry on the node address
+// (10.200.0.1:5000), which business-cluster nodes reach over their route to
+// the meta node. Plain HTTP for now.
+func (c *Config) RegistryAddress() string {
+	return net.JoinHostPort(c.NodeIP().String(), strconv.Itoa(c.RegistryPort))
+}
+
 func nthIP(cidr string, n byte) net.IP {
 	_, ipnet, err := net.ParseCIDR(cidr)
 	if err != nil {
@@ -123,6 +134,10 @@ func (c *Config) CNIDataDir() string    { return c.path("cni") }
 
 // VolumeDir holds the local volumes of the kok-local StorageClass.
 func (c *Config) VolumeDir() string { return c.path("volumes") }
+
+// RegistryDir is the registry's storage (a hostPath, so content survives
+// restarts), and beside it the record of what kok pushed (artifacts.json).
+func (c *Config) RegistryDir() string { return c.path("registry") }
 
 // Kubeconfig is the admin kubeconfig kok up writes for the user.
 func (c *Config) Kubeconfig() string { return c.path("kubeconfig") }

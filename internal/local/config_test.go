@@ -29,6 +29,12 @@ func TestAddresses(t *testing.T) {
 	if got := c.DNSServiceIP().String(); got != "10.201.0.10" {
 		t.Errorf("DNSServiceIP = %s", got)
 	}
+	if got := c.RegistryAddress(); got != "10.200.0.1:5000" {
+		t.Errorf("RegistryAddress = %s", got)
+	}
+	if got := c.RegistryDir(); got != "/var/lib/kok/registry" {
+		t.Errorf("RegistryDir = %s", got)
+	}
 }
 
 func TestLoadConfigDamaged(t *testing.T) {

@@ -26,13 +26,29 @@
 //	render.go     configuration files of containerd, CNI, kubelet and kube-proxy
 //	components.go the supervised components: names, command lines, readiness probes
 //	images.go     image names, and building and importing images into containerd
-//	addons.go     applying CoreDNS and kok itself to the cluster
+//	registry.go   pushing every image and binary artifact to kok's registry
+//	addons.go     applying CoreDNS, kok itself and kok's registry to the cluster
 //	wait.go       poll, the one polling helper, and the waits on the cluster
 //	              (node Ready, Deployments ready)
 //	demo.go       the demo business cluster
 //	files.go      small file helpers
 //
-// Subpackages: build (building Kubernetes, etcd and CoreDNS from source),
+// kok's registry is the CNCF Distribution registry (built from the Go module
+// proxy like CoreDNS) running as the Deployment kok-system/kok-registry on the
+// node's network, at Config.RegistryAddress() (10.200.0.1:5000, plain HTTP
+// until a kok CA issues it a certificate), storing into Config.RegistryDir().
+// Business-cluster nodes pull everything from it: once it is Ready, kok up
+// (and kok up on a running cluster) pushes every image of imageSets under
+// <registry>/<repo>:<tag> for kok.local/<repo>:<tag>, reusing the images the
+// containerd import built, and each binary as a single-layer OCI artifact
+// (artifacts/<name>:<tag>, the layer the raw file): the kube multi-call binary
+// per built Kubernetes version, kok-agent, and Debian's containerd, runc and
+// CNI plugins from this machine. The push is level-based (a tag whose digest
+// the registry holds is skipped; an image recorded as pushed from the same
+// sources is not even built) and records the artifacts, with their blob
+// digests, in RegistryDir()/artifacts.json (RegistryArtifacts).
+//
+// Subpackages: build (building Kubernetes, etcd, CoreDNS and the registry from source),
 // image (image tarballs, containerd import), proc (pid files), supervisor
 // (the process supervisor), storage (the kok-local volume provisioner) and
 // versions (the versions kok builds).

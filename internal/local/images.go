@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -43,6 +44,9 @@ func EtcdImage(version string) string { return image.Prefix + "etcd:" + version 
 // CoreDNSImage names the CoreDNS image.
 func CoreDNSImage() string { return image.Prefix + "coredns:" + versions.CoreDNS }
 
+// RegistryImage names the image of kok's registry (CNCF Distribution).
+func RegistryImage() string { return image.Prefix + "registry:" + versions.Registry }
+
 // ManagerImage names the kok-manager image of a binary: the tag carries the
 // binary's hash, so a rebuilt manager rolls out.
 func ManagerImage(bin string) (string, error) {
@@ -72,6 +76,12 @@ func imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
 	sets = append(sets, ImageSet{Name: "coredns-" + versions.CoreDNS, Images: []image.Spec{{
 		Ref: CoreDNSImage(), Layers: [][]image.File{{{Src: filepath.Join(corednsDir, "coredns"), Dst: "/coredns", Mode: 0o755}}},
 		Entrypoint: []string{"/coredns"},
+	}}})
+	registryDir := b.Dir("registry", versions.Registry)
+	sets = append(sets, ImageSet{Name: "registry-" + versions.Registry, Images: []image.Spec{{
+		Ref: RegistryImage(), Layers: [][]image.File{{{Src: filepath.Join(registryDir, "registry"), Dst: "/bin/registry", Mode: 0o755},
+			{Dst: "/tmp", Dir: true}, {Dst: "/var/lib/registry", Dir: true}}},
+		Entrypoint: []string{"/bin/registry"}, Cmd: []string{"serve", "/etc/distribution/config.yml"},
 	}}})
 	for _, v := range versions.Kubernetes {
 		dir := b.Dir("kubernetes", v)
@@ -108,15 +118,23 @@ func imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
 }
 
 // metaImages are the sets the meta cluster itself runs (pause, kok-manager,
-// CoreDNS); the rest serve business clusters.
-func metaImages(s ImageSet) bool { return s.Name == "kok" || strings.HasPrefix(s.Name, "coredns-") }
+// CoreDNS, the registry); the rest serve business clusters.
+func metaImages(s ImageSet) bool {
+	return s.Name == "kok" || strings.HasPrefix(s.Name, "coredns-") || strings.HasPrefix(s.Name, "registry-")
+}
 
 func businessImages(s ImageSet) bool { return !metaImages(s) }
 
-// importer builds kok's images and imports them into the node's containerd.
+// importer builds kok's images and imports them into the node's containerd;
+// the same images are pushed to kok's registry (push in registry.go).
 type importer struct {
 	builder *build.Builder
 	bins    Binaries
+	// images builds each image and layer once per kok up: what the import
+	// built is what the push sends. Dropped by release.
+	images *image.Builder
+	mu     sync.Mutex
+	built  map[string]builtImage
 	// socket is kok's containerd.
 	socket string
 	// record keeps what was imported, beside containerd's root.
@@ -127,8 +145,43 @@ type importer struct {
 }
 
 func newImporter(c *Config, b *build.Builder, bins Binaries, progress io.Writer) *importer {
-	return &importer{builder: b, bins: bins, socket: c.ContainerdSocket(),
+	return &importer{builder: b, bins: bins, socket: c.ContainerdSocket(), images: &image.Builder{},
 		record: filepath.Join(c.ContainerdDir(), "kok-images.json"), cacheDir: c.CacheDir, progress: progress}
+}
+
+// builtImage is an image built in this run, with the specKey it was built from.
+type builtImage struct {
+	key string
+	img v1.Image
+}
+
+// image returns the image of spec (whose specKey is key), built once.
+func (im *importer) image(spec image.Spec, key string) (v1.Image, error) {
+	im.mu.Lock()
+	b, ok := im.built[spec.Ref]
+	im.mu.Unlock()
+	if ok && b.key == key {
+		return b.img, nil
+	}
+	img, err := im.images.Build(spec)
+	if err != nil {
+		return nil, err
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.built == nil {
+		im.built = map[string]builtImage{}
+	}
+	im.built[spec.Ref] = builtImage{key, img}
+	return img, nil
+}
+
+// release drops the images built so far (their layers are held in memory).
+func (im *importer) release() {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	im.built = nil
+	im.images = &image.Builder{}
 }
 
 // ensure builds the wanted image sets and imports into containerd those it
@@ -157,6 +210,7 @@ func (im *importer) ensure(ctx context.Context, want func(ImageSet) bool) (int, 
 	imported := 0
 	for _, set := range sets {
 		imgs := map[string]v1.Image{}
+		keys := map[string]string{}
 		need := false
 		for _, spec := range set.Images {
 			key, err := specKey(spec)
@@ -167,12 +221,13 @@ func (im *importer) ensure(ctx context.Context, want func(ImageSet) bool) (int, 
 				need = true
 			}
 			record[spec.Ref] = key
+			keys[spec.Ref] = key
 		}
 		if !need {
 			continue
 		}
 		for _, spec := range set.Images {
-			img, err := image.Build(spec)
+			img, err := im.image(spec, keys[spec.Ref])
 			if err != nil {
 				return imported, err
 			}

@@ -73,13 +73,13 @@ func checkCgroups() error {
 	return nil
 }
 
-// checkPorts reports the first port already taken by another process:
-// apiServerPort (Config.APIServerPort) or one of ports.
-func checkPorts(apiServerPort int) error {
+// checkPorts reports the first port already taken by another process: c's
+// apiserver and registry ports, or one of ports.
+func checkPorts(c *Config) error {
 	all := append([]struct {
 		port  int
 		owner string
-	}{{apiServerPort, "kube-apiserver"}}, ports...)
+	}{{c.APIServerPort, "kube-apiserver"}, {c.RegistryPort, "kok-registry"}}, ports...)
 	for _, p := range all {
 		// A process killed a moment ago (a crash, or kok's own leftovers
 		// just stopped) may still hold its port while it exits.

@@ -17,7 +17,7 @@ func TestCheckPortsNamesTheTakenPort(t *testing.T) {
 	defer l.Close()
 	c := DefaultConfig()
 	c.APIServerPort = l.Addr().(*net.TCPAddr).Port
-	err = checkPorts(c.APIServerPort)
+	err = checkPorts(&c)
 	var pe *PreflightError
 	if !errors.As(err, &pe) {
 		// Another listener on the fixed ports would also fail the check;

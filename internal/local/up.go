@@ -113,9 +113,14 @@ func Up(ctx context.Context, o UpOptions) (*UpResult, error) {
 		u.controlPlane,        // etcd and kube-apiserver ready
 		u.applyAddons,         // CoreDNS and kok applied
 		u.nodeReady,           // every component ready, the node Ready
-		u.addonsReady,         // CoreDNS and kok-manager Deployments ready
+		u.addonsReady,         // CoreDNS, kok-manager and kok-registry Deployments ready
 		u.businessImport,      // the background import done
 	); err != nil {
+		return u.fail(err)
+	}
+	// The push has its own bound (pushTimeout), so a slow first push does
+	// not eat into the wait for the cluster.
+	if err := u.do(ctx, u.registryContent); err != nil {
 		return u.fail(err)
 	}
 	total := time.Since(p.start)
@@ -212,9 +217,13 @@ func (u *upRun) alreadyRunning(ctx context.Context) (*UpResult, error) {
 	return &UpResult{AlreadyRunning: true}, nil
 }
 
-// refresh re-imports changed images and re-applies kok's manifests on a
-// running cluster.
+// refresh re-imports changed images, re-applies kok's manifests and brings
+// the registry's content up to date on a running cluster.
 func (u *upRun) refresh(ctx context.Context) error {
+	// A cluster started by a kok from before the registry lacks its build.
+	if _, err := u.o.Builder.Ensure(ctx, build.Registry(versions.Registry)); err != nil {
+		return err
+	}
 	if _, err := u.images.ensure(ctx, metaImages); err != nil {
 		return fmt.Errorf("images: %w", err)
 	}
@@ -225,11 +234,29 @@ func (u *upRun) refresh(ctx context.Context) error {
 	if err := installAddons(ctx, cfg, u.c, u.o.Bins); err != nil {
 		return err
 	}
+	if u.o.Demo {
+		if _, err := u.images.ensure(ctx, businessImages); err != nil {
+			return fmt.Errorf("images: %w", err)
+		}
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	// A registry applied just now (a cluster from before it existed) or
+	// restarted by a changed configuration has to be Ready first.
+	readyCtx, cancel := context.WithTimeout(ctx, u.o.Timeout)
+	defer cancel()
+	if err := waitDeployment(readyCtx, cs, "kok-system", "kok-registry", time.Time{}); err != nil {
+		return err
+	}
+	line, err := u.registryContent(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(u.o.Out, line)
 	if !u.o.Demo {
 		return nil
-	}
-	if _, err := u.images.ensure(ctx, businessImages); err != nil {
-		return fmt.Errorf("images: %w", err)
 	}
 	return ensureDemo(ctx, cfg, u.c.KubernetesVersion, u.c.DemoKubeconfig(), u.o.Out)
 }
@@ -252,7 +279,7 @@ func (u *upRun) prerequisites(ctx context.Context) (string, error) {
 		if err := checkCgroups(); err != nil {
 			return "", err
 		}
-		if err := checkPorts(u.c.APIServerPort); err != nil {
+		if err := checkPorts(u.c); err != nil {
 			return "", err
 		}
 	}
@@ -267,7 +294,8 @@ func (u *upRun) binaries(ctx context.Context) (string, error) {
 	if err := ensureBuilt(ctx, u.o.Builder, u.c); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("binaries (kubernetes %s, etcd %s, coredns %s)", u.c.KubernetesVersion, u.c.EtcdVersion, versions.CoreDNS), nil
+	return fmt.Sprintf("binaries (kubernetes %s, etcd %s, coredns %s, registry %s)", u.c.KubernetesVersion, u.c.EtcdVersion,
+		versions.CoreDNS, versions.Registry), nil
 }
 
 // configuration saves the configuration and writes the certificates,
@@ -354,7 +382,7 @@ func (u *upRun) applyAddons(ctx context.Context) (string, error) {
 	if err := installAddons(ctx, cfg, u.c, u.o.Bins); err != nil {
 		return "", err
 	}
-	return "CoreDNS and kok-manager applied", nil
+	return "CoreDNS, kok-manager and kok-registry applied", nil
 }
 
 // nodeReady waits for every component, then for the node to be Ready.
@@ -373,14 +401,15 @@ func (u *upRun) nodeReady(ctx context.Context) (string, error) {
 	return "node " + u.c.NodeName + " Ready", nil
 }
 
-// addonsReady waits for the CoreDNS and kok-manager Deployments.
+// addonsReady waits for the CoreDNS, kok-manager and kok-registry
+// Deployments.
 func (u *upRun) addonsReady(ctx context.Context) (string, error) {
-	for _, d := range []struct{ ns, name string }{{"kube-system", "coredns"}, {"kok-system", "kok-manager"}} {
+	for _, d := range []struct{ ns, name string }{{"kube-system", "coredns"}, {"kok-system", "kok-manager"}, {"kok-system", "kok-registry"}} {
 		if err := waitDeployment(ctx, u.cs, d.ns, d.name, u.p.start); err != nil {
 			return "", err
 		}
 	}
-	return "CoreDNS and kok-manager Ready", nil
+	return "CoreDNS, kok-manager and kok-registry Ready", nil
 }
 
 // businessImport waits for the import startBusinessImport began.
@@ -390,6 +419,20 @@ func (u *upRun) businessImport(context.Context) (string, error) {
 		return "", fmt.Errorf("images: %w", r.err)
 	}
 	return fmt.Sprintf("business cluster images (%d imported)", r.n), nil
+}
+
+// registryContent pushes every kok-built image and binary to the registry,
+// skipping what it holds, then lets go of the images built for the import
+// and the push.
+func (u *upRun) registryContent(ctx context.Context) (string, error) {
+	defer u.images.release()
+	start := time.Now()
+	rc, err := u.images.push(ctx, u.c)
+	if err != nil {
+		return "", fmt.Errorf("registry: %w", err)
+	}
+	return fmt.Sprintf("registry: %d images, %d artifacts pushed (%d already there; %.1f MiB sent in %.1fs; http://%s)",
+		rc.PushedImages, rc.PushedArtifacts, rc.Already, float64(rc.Bytes)/(1<<20), time.Since(start).Seconds(), u.c.RegistryAddress()), nil
 }
 
 // demo creates the demo business cluster and waits for it.
