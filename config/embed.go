@@ -17,6 +17,10 @@ var files embed.FS
 // replaces it with the image it built (kustomize's images: does the same).
 const ManagerImagePlaceholder = "kok-manager:latest"
 
+// RegistryEndpointArg is the manager's registry endpoint argument, empty in
+// the manifests; an installer appends the URL.
+const RegistryEndpointArg = "- --registry-endpoint="
+
 // Manifests returns the install manifests, CRDs first and the version
 // catalog last, as one YAML stream.
 // kustomization.yaml files are left out.

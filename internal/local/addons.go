@@ -34,7 +34,7 @@ func installAddons(ctx context.Context, cfg *rest.Config, c *Config, bins Binari
 	if err := applyCoreDNS(ctx, cl, c.DNSDomain, c.DNSServiceIP()); err != nil {
 		return err
 	}
-	if err := applyKok(ctx, cl, bins.Manager); err != nil {
+	if err := applyKok(ctx, cl, bins.Manager, "http://"+c.RegistryAddress()); err != nil {
 		return err
 	}
 	return applyRegistry(ctx, cl, c)
@@ -90,7 +90,7 @@ func applyCoreDNS(ctx context.Context, cl client.Client, domain string, ip net.I
 
 // applyKok applies kok's manifests, running kok-manager from the image of
 // managerBin that only this node's containerd holds.
-func applyKok(ctx context.Context, cl client.Client, managerBin string) error {
+func applyKok(ctx context.Context, cl client.Client, managerBin, registryEndpoint string) error {
 	manifests, err := kokconfig.Manifests()
 	if err != nil {
 		return err
@@ -100,6 +100,9 @@ func applyKok(ctx context.Context, cl client.Client, managerBin string) error {
 		return err
 	}
 	manifests = bytes.ReplaceAll(manifests, []byte(kokconfig.ManagerImagePlaceholder), []byte(ref))
+	// Hosts reach kok's registry at the node address (plain HTTP inside the
+	// guarded range).
+	manifests = bytes.ReplaceAll(manifests, []byte(kokconfig.RegistryEndpointArg), []byte(kokconfig.RegistryEndpointArg+registryEndpoint))
 	// The image exists only in this node's containerd.
 	manifests = bytes.ReplaceAll(manifests, []byte("imagePullPolicy: IfNotPresent"), []byte("imagePullPolicy: Never"))
 	if err := retryApply(ctx, cl, manifests); err != nil {

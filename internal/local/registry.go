@@ -152,6 +152,18 @@ func RegistryRef(registry, localRef string) (string, error) {
 
 var notTagChars = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
+// UpstreamVersion is a Debian package version without its epoch and
+// Debian revision: 1.6.20 of 1:1.6.20~ds1-1+deb12u3.
+func UpstreamVersion(v string) string {
+	if _, rest, ok := strings.Cut(v, ":"); ok {
+		v = rest
+	}
+	if i := strings.IndexAny(v, "~+-"); i > 0 {
+		v = v[:i]
+	}
+	return SanitizeTag(v)
+}
+
 // SanitizeTag turns a version into a valid tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}):
 // every run of other characters becomes "-", so Debian's 1.6.20~ds1-1+b1 is
 // 1.6.20-ds1-1-b1.
@@ -204,13 +216,20 @@ func artifactSources(ctx context.Context, b *build.Builder, bins Binaries, cache
 			continue
 		}
 		tag := SanitizeTag(version)
+		// Also the upstream version alone (1.6.20 of 1.6.20~ds1-1+deb12u3):
+		// the tag the default Component catalog names, stable across
+		// Debian's rebuilds and security updates of one release.
+		tags := []string{tag}
+		if up := UpstreamVersion(version); up != tag {
+			tags = append(tags, up)
+		}
 		if r.single != nil {
 			f := firstExisting(r.single)
 			if f == "" {
 				fmt.Fprintf(progress, "    registry: %s left out: none of %v exists\n", r.name, r.single)
 				continue
 			}
-			out = append(out, artifactSource{name: r.name, tags: []string{tag}, file: f, title: r.name})
+			out = append(out, artifactSource{name: r.name, tags: tags, file: f, title: r.name})
 			continue
 		}
 		files, err := r.files()
@@ -223,7 +242,7 @@ func artifactSources(ctx context.Context, b *build.Builder, bins Binaries, cache
 		if err := writeTarGz(f, files); err != nil {
 			return nil, fmt.Errorf("artifact %s: %w", r.name, err)
 		}
-		out = append(out, artifactSource{name: r.name, tags: []string{tag}, file: f, title: title})
+		out = append(out, artifactSource{name: r.name, tags: tags, file: f, title: title})
 	}
 	return out, nil
 }

@@ -321,3 +321,13 @@ func TestRenderRegistry(t *testing.T) {
 		t.Errorf("a changed configuration must change the pod template's hash (%s, %s)", hash(out), hash(again))
 	}
 }
+
+func TestUpstreamVersion(t *testing.T) {
+	for in, want := range map[string]string{
+		"1.6.20~ds1-1+deb12u3": "1.6.20", "1.1.5+ds1-1+deb12u1": "1.1.5", "1.1.1+ds1-3+b5": "1.1.1", "1:2.3-1": "2.3", "4.0": "4.0",
+	} {
+		if got := UpstreamVersion(in); got != want {
+			t.Errorf("UpstreamVersion(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
