@@ -242,7 +242,9 @@ func TestDaemon(t *testing.T) {
 	go func() { done <- daemon.Run(ctx) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
 		daemon.Services.StopAll()
 	}()
 	report := func() *Report {

@@ -27,7 +27,7 @@ import (
 var DefaultComponents = []nodev1.ComponentRef{
 	{Name: "containerd", Version: "1.6.20"},
 	{Name: "kubelet"},
-	{Name: "kok-agent", Version: "dev"},
+	{Name: "kok-agent", Version: "0.1.0-dev"},
 }
 
 // ApplyMachine makes a local host a node of a business cluster: it
@@ -105,7 +105,7 @@ func DeleteMachinesOf(ctx context.Context, cfg *rest.Config, h *hosts.Host, out 
 				last = c.Message
 			}
 			return false, nil
-		}, func() error { return fmt.Errorf("Machine %s/%s is still there: %s", m.Namespace, m.Name, last) })
+		}, func() error { return fmt.Errorf("the Machine %s/%s is still there: %s", m.Namespace, m.Name, last) })
 		if err != nil {
 			return err
 		}

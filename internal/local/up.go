@@ -258,7 +258,10 @@ func (u *upRun) refresh(ctx context.Context) error {
 	if !u.o.Demo {
 		return nil
 	}
-	return ensureDemo(ctx, cfg, u.c.KubernetesVersion, u.c.DemoKubeconfig(), u.o.Out)
+	if err := ensureDemo(ctx, cfg, u.c.KubernetesVersion, u.c.DemoKubeconfig(), u.o.Out); err != nil {
+		return err
+	}
+	return ensureDemoMachines(ctx, cfg, u.c, u.o.Self, u.o.Out)
 }
 
 // The steps, in the order Up runs them.
@@ -440,5 +443,9 @@ func (u *upRun) demo(ctx context.Context) (string, error) {
 	if err := ensureDemo(ctx, u.rest, u.c.KubernetesVersion, u.c.DemoKubeconfig(), u.o.Out); err != nil {
 		return "", fmt.Errorf("demo business cluster: %w", err)
 	}
-	return "demo business cluster " + DemoCluster + " Ready", nil
+	u.p.done("demo business cluster " + DemoCluster + " Ready")
+	if err := ensureDemoMachines(ctx, u.rest, u.c, u.o.Self, u.o.Out); err != nil {
+		return "", fmt.Errorf("demo machines: %w", err)
+	}
+	return fmt.Sprintf("%d demo machines joined %s and Ready", len(DemoMachines), DemoCluster), nil
 }

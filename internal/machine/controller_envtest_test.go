@@ -110,7 +110,7 @@ func TestMachineReachesItsHost(t *testing.T) {
 			Data: map[string][]byte{corev1.SSHAuthPrivateKey: target.PrivateKey}},
 		component("containerd", "1.6.20"),
 		component("kubelet", "v1.34.4", "containerd"),
-		component("kok-agent", "dev"),
+		component("kok-agent", "0.1.0-dev"),
 	} {
 		if err := c.Create(ctx, o); err != nil {
 			t.Fatal(err)
@@ -120,7 +120,7 @@ func TestMachineReachesItsHost(t *testing.T) {
 		m := &nodev1.Machine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 			Spec: nodev1.MachineSpec{ClusterName: "team-a", Address: target.Address,
 				SSH:        nodev1.SSHAccess{Port: target.Port, User: target.User, CredentialsSecret: "ssh", HostKey: target.HostKey},
-				Components: []nodev1.ComponentRef{{Name: "kubelet"}, {Name: "containerd", Version: "1.6.20"}, {Name: "kok-agent", Version: "dev"}}}}
+				Components: []nodev1.ComponentRef{{Name: "kubelet"}, {Name: "containerd", Version: "1.6.20"}, {Name: "kok-agent", Version: "0.1.0-dev"}}}}
 		if mut != nil {
 			mut(m)
 		}
@@ -170,7 +170,7 @@ func TestMachineReachesItsHost(t *testing.T) {
 	})
 	t.Run("a Component applied later is seen at once", func(t *testing.T) {
 		m := mk("late", func(m *nodev1.Machine) {
-			m.Spec.Components = []nodev1.ComponentRef{{Name: "late", Version: "1"}, {Name: "kok-agent", Version: "dev"}}
+			m.Spec.Components = []nodev1.ComponentRef{{Name: "late", Version: "1"}, {Name: "kok-agent", Version: "0.1.0-dev"}}
 		})
 		waitCondition(t, m, nodev1.MachineComponentsReady, "Component late-1 does not exist")
 		start := time.Now()

@@ -70,11 +70,11 @@ func (ws *workloads) get(ctx context.Context, kc *clusterv1.KubeCluster) (*Workl
 	}
 	raw, err := clientcmd.Load(s.Data["value"])
 	if err != nil {
-		return nil, fmt.Errorf("Secret %s: %w", name, err)
+		return nil, fmt.Errorf("the admin kubeconfig in Secret %s: %w", name, err)
 	}
 	cfg, err := clientcmd.NewDefaultClientConfig(*raw, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("Secret %s: %w", name, err)
+		return nil, fmt.Errorf("the admin kubeconfig in Secret %s: %w", name, err)
 	}
 	cfg.Timeout = 15 * time.Second
 	cs, err := kubernetes.NewForConfig(cfg)

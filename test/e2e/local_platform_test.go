@@ -70,7 +70,7 @@ func TestPlatform(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("up ends with a demo business cluster that answers", func(t *testing.T) {
-		if !strings.Contains(out, "kok kubectl --kubeconfig "+cfg.DemoKubeconfig()+" get ns") {
+		if !strings.Contains(out, "kok kubectl --kubeconfig "+cfg.DemoKubeconfig()+" get nodes") {
 			t.Fatalf("kok up did not print the line that uses the demo cluster:\n%s", out)
 		}
 		demo := clientset(t, cfg.DemoKubeconfig())
@@ -83,6 +83,22 @@ func TestPlatform(t *testing.T) {
 		}
 		if v, err := demo.Discovery().ServerVersion(); err != nil || v.GitVersion != cfg.KubernetesVersion {
 			t.Fatalf("demo cluster version %v, %v", v, err)
+		}
+		// Its nodes are two local hosts the machine operator joined.
+		nodes, err := demo.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready := 0
+		for _, n := range nodes.Items {
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && n.Status.NodeInfo.KubeletVersion == cfg.KubernetesVersion {
+					ready++
+				}
+			}
+		}
+		if ready != len(local.DemoMachines) {
+			t.Fatalf("demo cluster: %d Ready nodes at %s, want %d (%v)", ready, cfg.KubernetesVersion, len(local.DemoMachines), nodes.Items)
 		}
 	})
 

@@ -178,6 +178,8 @@ func TestDefaultCatalog(t *testing.T) {
 		if err := yaml.UnmarshalStrict(data, comp); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
+		// Other tests may have made one of the same name.
+		_ = c.Delete(context.Background(), comp.DeepCopy())
 		if err := c.Create(context.Background(), comp); err != nil {
 			t.Errorf("%s is refused: %v", f, err)
 		}
