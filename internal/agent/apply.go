@@ -176,11 +176,14 @@ func (a *Applier) fetch(ctx context.Context, art Artifact, mode os.FileMode) err
 			return err
 		}
 	}
-	data, err := os.ReadFile(cache)
+	src, err := os.Open(cache)
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(art.Path, data, mode); err != nil {
+	defer func() { _ = src.Close() }()
+	// Streamed: an artifact can be a 130 MB binary, and the agent stays
+	// small.
+	if err := writeAtomicFrom(art.Path, src, mode); err != nil {
 		return fmt.Errorf("installing artifact %s: %w", art.Path, err)
 	}
 	return nil
@@ -425,6 +428,11 @@ func fileHasDigest(path, digest string, mode os.FileMode) (bool, error) {
 // writeAtomic writes data to path through a temporary file and a rename,
 // so a reader never sees half a file and a running binary can be replaced.
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	return writeAtomicFrom(path, bytes.NewReader(data), mode)
+}
+
+// writeAtomicFrom is writeAtomic with the content read from r.
+func writeAtomicFrom(path string, r io.Reader, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -433,7 +441,7 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	defer func() { _ = os.Remove(tmp.Name()) }()
-	if _, err := tmp.Write(data); err != nil {
+	if _, err := io.Copy(tmp, r); err != nil {
 		_ = tmp.Close()
 		return err
 	}
