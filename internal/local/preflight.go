@@ -13,7 +13,11 @@ import (
 )
 
 // AptPackages are the Debian packages the local meta cluster needs.
-var AptPackages = []string{"containerd", "runc", "containernetworking-plugins", "iptables", "conntrack", "iproute2", "kmod"}
+// openssh-server gives local hosts their sshd (its service on the machine
+// is not started: see ensurePackages); procps the pgrep and pkill their
+// components' scripts use.
+var AptPackages = []string{"containerd", "runc", "containernetworking-plugins", "iptables", "conntrack", "iproute2", "kmod",
+	"openssh-server", "procps"}
 
 // requiredFiles are what the packages provide, checked before installing.
 var requiredFiles = map[string]string{
@@ -29,6 +33,8 @@ var requiredFiles = map[string]string{
 	"ip":                      "iproute2",
 	"nsenter":                 "util-linux",
 	"containerd-shim-runc-v2": "containerd",
+	"/usr/sbin/sshd":          "openssh-server",
+	"pgrep":                   "procps",
 }
 
 // ports the meta cluster listens on, with their owners.
@@ -140,6 +146,15 @@ func ensurePackages(ctx context.Context, progress io.Writer) error {
 			"install containerd, runc, the CNI plugins (in /usr/lib/cni), iptables, conntrack and iproute2"}
 	}
 	fmt.Fprintf(progress, "    installing %s with apt-get\n", strings.Join(missing, " "))
+	// Packages with a service (openssh-server) must not start it on this
+	// machine: a policy-rc.d refuses every start while apt runs, unless
+	// the machine has its own.
+	const policy = "/usr/sbin/policy-rc.d"
+	if _, err := os.Stat(policy); errors.Is(err, os.ErrNotExist) {
+		if err := os.WriteFile(policy, []byte("#!/bin/sh\n# kok up: no service starts while it installs packages\nexit 101\n"), 0o755); err == nil {
+			defer func() { _ = os.Remove(policy) }()
+		}
+	}
 	install := func() error {
 		cmd := exec.CommandContext(ctx, "apt-get", append([]string{"install", "-y", "-q", "--no-install-recommends"}, AptPackages...)...)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")

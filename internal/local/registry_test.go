@@ -182,12 +182,13 @@ func TestPushIsLevelBased(t *testing.T) {
 	if first.PushedImages != 9 || first.Already != 0 {
 		t.Errorf("first push: %d images pushed, %d already there; want 9, 0", first.PushedImages, first.Already)
 	}
-	// kube, kok-agent (two tags), runc, cni-plugins.
-	if first.PushedArtifacts != 5 || first.Bytes == 0 {
-		t.Errorf("first push: %d artifacts, %d bytes; want 5 and some bytes", first.PushedArtifacts, first.Bytes)
+	// kube, kok-agent (two tags), runc and cni-plugins (each tagged with
+	// its Debian and its upstream version).
+	if first.PushedArtifacts != 7 || first.Bytes == 0 {
+		t.Errorf("first push: %d artifacts, %d bytes; want 7 and some bytes", first.PushedArtifacts, first.Bytes)
 	}
 	arts, err := RegistryArtifacts(c.StateDir)
-	if err != nil || len(arts) != 5 {
+	if err != nil || len(arts) != 7 {
 		t.Fatalf("artifacts.json: %v, %v", arts, err)
 	}
 	byName := map[string]Artifact{}
@@ -240,8 +241,8 @@ func TestPushIsLevelBased(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if second.PushedImages != 0 || second.PushedArtifacts != 0 || second.Already != 14 || second.Bytes != 0 {
-		t.Errorf("second push: %d images, %d artifacts pushed, %d already there, %d bytes; want 0, 0, 14, 0",
+	if second.PushedImages != 0 || second.PushedArtifacts != 0 || second.Already != 16 || second.Bytes != 0 {
+		t.Errorf("second push: %d images, %d artifacts pushed, %d already there, %d bytes; want 0, 0, 16, 0",
 			second.PushedImages, second.PushedArtifacts, second.Already, second.Bytes)
 	}
 

@@ -115,7 +115,7 @@ const (
 	retryMax = 5 * time.Minute
 	// recheck is how often a Ready Machine's host is reached again;
 	// progressing is the wait while it is on its way.
-	recheck     = time.Minute
+	recheck     = 30 * time.Second
 	progressing = 2 * time.Second
 )
 
@@ -207,7 +207,7 @@ func (r *Reconciler) workload(ctx context.Context, kc *clusterv1.KubeCluster) (*
 	return r.workloads.get(ctx, kc)
 }
 
-// retryAfter: a Ready Machine is re-checked every minute; one on its way
+// retryAfter: a Ready Machine is re-checked every 30 seconds; one on its way
 // every two seconds; an unreachable host after as long as it has been
 // unreachable (5 s to 5 min), so the retries back off.
 func retryAfter(m *nodev1.Machine, st *state) time.Duration {

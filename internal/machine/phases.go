@@ -103,7 +103,9 @@ func (r *Reconciler) teardown(ctx context.Context, m *nodev1.Machine, st *state)
 				path = c.Artifacts[0].Path
 			}
 		}
-		script := "if [ -x " + shellQuote(path) + " ]; then " + shellQuote(path) + " uninstall; fi\n" +
+		// A failing uninstall script fails the teardown (its stderr in
+		// status) and is tried again; the agent goes last.
+		script := "set -e\nif [ -x " + shellQuote(path) + " ]; then " + shellQuote(path) + " uninstall; fi\n" +
 			"rm -f " + shellQuote(path) + " " + BootstrapKubeconfigPath + " " + KubeletKubeconfigPath + "\n" +
 			"rmdir /etc/kubernetes 2>/dev/null || :\n"
 		res, err := st.host.Run(ctx, script)

@@ -295,11 +295,12 @@ func TestMachines(t *testing.T) {
 			t.Fatal(err)
 		}
 		eventually(t, 3*time.Minute, "Machine "+n+" gone", func() error {
-			err := c.Get(ctx, client.ObjectKeyFromObject(m), &nodev1.Machine{})
+			got := &nodev1.Machine{}
+			err := c.Get(ctx, client.ObjectKeyFromObject(m), got)
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
-			return fmt.Errorf("still there (%v): %s", err, describeConditions(getMachine(t, c, cluster, n).Status.Conditions))
+			return fmt.Errorf("still there (%v): %s", err, describeConditions(got.Status.Conditions))
 		})
 		if _, err := bc.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Fatalf("node %s: %v", n, err)
