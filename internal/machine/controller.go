@@ -175,6 +175,9 @@ func (r *Reconciler) events(before, after *nodev1.Machine, st *state) {
 	if st.actErr != nil {
 		r.Recorder.Eventf(after, corev1.EventTypeWarning, "ApplyFailed", "%v", st.actErr)
 	}
+	for _, refused := range st.refusedCSRs {
+		r.Recorder.Eventf(after, corev1.EventTypeWarning, "ServingCertificateRefused", "kubelet serving certificate request %s: left pending", refused)
+	}
 	if st.submitted {
 		r.Recorder.Eventf(after, corev1.EventTypeNormal, "DesiredStateSubmitted", "the agent applies %s", strings.Join(st.order, ", "))
 	}

@@ -63,6 +63,9 @@ type state struct {
 	actErr    error
 	// blocking lists the pods a drain waits for.
 	blocking []string
+	// refusedCSRs: serving certificate requests of the node that do not
+	// match the Machine, with why.
+	refusedCSRs []string
 }
 
 // Host is what the reconciler asks of a reached host.

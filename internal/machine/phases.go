@@ -70,6 +70,11 @@ func (r *Reconciler) act(ctx context.Context, m *nodev1.Machine, st *state) erro
 		if err := applyNodeMetadata(ctx, st.workload.Client, m); err != nil {
 			return err
 		}
+		refused, err := approveServingCSRs(ctx, st.workload.Client, m)
+		if err != nil {
+			return err
+		}
+		st.refusedCSRs = refused
 		if err := deleteToken(ctx, st.workload.Client, m); err != nil {
 			return err
 		}

@@ -1,13 +1,21 @@
 package machine
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -162,6 +170,42 @@ func TestDefaultCatalogRenders(t *testing.T) {
 			if strings.Contains(file.Path, "{{") {
 				t.Errorf("%s: path %s not rendered", f, file.Path)
 			}
+		}
+	}
+}
+
+func TestServingCSRProblem(t *testing.T) {
+	m := &nodev1.Machine{ObjectMeta: metav1.ObjectMeta{Name: "w1", Namespace: "team-a"},
+		Spec: nodev1.MachineSpec{Address: "10.202.0.11"}, Status: nodev1.MachineStatus{Facts: &nodev1.HostFacts{Hostname: "w1.lab"}}}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr := func(user, cn string, ips []string, dns ...string) *certificatesv1.CertificateSigningRequest {
+		tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn, Organization: []string{"system:nodes"}}, DNSNames: dns}
+		for _, ip := range ips {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+		}
+		der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &certificatesv1.CertificateSigningRequest{Spec: certificatesv1.CertificateSigningRequestSpec{
+			SignerName: certificatesv1.KubeletServingSignerName, Username: user,
+			Request: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+			Usages:  []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageServerAuth}}}
+	}
+	for _, tc := range []struct {
+		name string
+		csr  *certificatesv1.CertificateSigningRequest
+		want string
+	}{
+		{"matches", csr("system:node:w1", "system:node:w1", []string{"10.202.0.11"}, "w1", "w1.lab"), ""},
+		{"another node asks", csr("system:node:w2", "system:node:w1", []string{"10.202.0.11"}), "requested by system:node:w2"},
+		{"another subject", csr("system:node:w1", "system:node:w2", []string{"10.202.0.11"}), "is not CN=system:node:w1"},
+		{"an address not the Machine's", csr("system:node:w1", "system:node:w1", []string{"10.202.0.11", "10.0.0.9"}), "address 10.0.0.9 is not the Machine's"},
+		{"a foreign name", csr("system:node:w1", "system:node:w1", []string{"10.202.0.11"}, "api.example.com"), "name api.example.com is not the node's"},
+		{"no address", csr("system:node:w1", "system:node:w1", nil), "names no address"},
+	} {
+		if got := ServingCSRProblem(tc.csr, m); (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

@@ -189,6 +189,29 @@ func TestMachines(t *testing.T) {
 				return nil
 			})
 		}
+		// Each kubelet serves with a certificate the operator approved
+		// because it names the Machine's node and address, so the
+		// apiserver reaches it (logs).
+		for _, n := range names {
+			eventually(t, time.Minute, "serving certificate of "+n+" approved", func() error {
+				csrs, err := bc.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return err
+				}
+				for _, csr := range csrs.Items {
+					for _, c := range csr.Status.Conditions {
+						if csr.Spec.Username == "system:node:"+n && csr.Spec.SignerName == "kubernetes.io/kubelet-serving" && c.Reason == "KokMachineMatches" {
+							return nil
+						}
+					}
+				}
+				return fmt.Errorf("no approved serving certificate request of %s", n)
+			})
+			eventually(t, time.Minute, "logs through the kubelet of "+n, func() error {
+				_, err := bc.CoreV1().Pods("default").GetLogs("hello-"+n, &corev1.PodLogOptions{}).DoRaw(ctx)
+				return err
+			})
+		}
 		// The host's containerd pulled it: nothing was imported there.
 		out := hostShell(t, dir, names[0], "ctr --address /run/containerd/containerd.sock -n k8s.io images ls -q | grep pause")
 		if !strings.Contains(out, "kok.local/pause:kok") {
