@@ -61,13 +61,24 @@ type Machine struct {
 
 func main() {
 	out := flag.String("out", "bench/results", "directory for result files")
-	only := flag.String("only", "", "run one benchmark: platform, clusters or etcd (default: all)")
+	only := flag.String("only", "", "run one benchmark: platform, clusters, etcd or machines (default: all)")
 	cold := flag.Bool("cold", false, "also measure a cold kok up: empty Go build cache and kok cache (rebuilds Kubernetes; ≈15 min on 2 cores)")
 	createClusters := flag.Int("create-clusters", 0, "development: create this many business clusters, one after another, on the running meta cluster of -kubeconfig and print how long each took to be Ready, with its timeline (nothing is written)")
 	upgrade := flag.Bool("upgrade", false, "development: with -create-clusters, also time an HA upgrade")
-	kubeconfig := flag.String("kubeconfig", "/var/lib/kok/kubeconfig", "the running meta cluster the development flags use")
+	// controller-runtime registers -kubeconfig on the default flag set
+	// when it is linked in (client/config); use that one if it is there.
+	kubeconfig := new(string)
+	if f := flag.Lookup("kubeconfig"); f == nil {
+		flag.StringVar(kubeconfig, "kubeconfig", "", "the running meta cluster the development flags use (default /var/lib/kok/kubeconfig)")
+	}
 	etcdRounds := flag.Int("etcd-throughput-rounds", 0, "development: this many rounds of etcd write-throughput measurements on the running meta cluster of -kubeconfig (members, Service, hand-started)")
 	flag.Parse()
+	if f := flag.Lookup("kubeconfig"); f != nil {
+		*kubeconfig = f.Value.String()
+	}
+	if *kubeconfig == "" {
+		*kubeconfig = "/var/lib/kok/kubeconfig"
+	}
 	cacheDir := os.Getenv("KOK_CACHE_DIR")
 	if cacheDir == "" {
 		cacheDir = local.DefaultConfig().CacheDir
@@ -123,6 +134,9 @@ func main() {
 	case "etcd":
 		benchEtcd(*out, kokBin, cacheDir)
 		return
+	case "machines":
+		benchMachines(*out, kokBin, cacheDir)
+		return
 	}
 	res.Runs = append(res.Runs, measure("warm-fresh", "binaries cached, empty state dir (images imported into a new containerd)", kokBin, cacheDir, false)...)
 	for _, r := range res.Runs {
@@ -132,6 +146,7 @@ func main() {
 	if *only == "" {
 		benchClusters(*out, kokBin, cacheDir)
 		benchEtcd(*out, kokBin, cacheDir)
+		benchMachines(*out, kokBin, cacheDir)
 	}
 }
 
@@ -159,7 +174,8 @@ func measure(name, desc, kokBin, cacheDir string, only bool) []Run {
 func up(name, desc, kokBin, stateDir, cacheDir string) Run {
 	cfg := local.DefaultConfig()
 	cfg.StateDir, cfg.CacheDir = stateDir, cacheDir
-	bins := local.Binaries{Manager: filepath.Join(filepath.Dir(kokBin), "kok-manager"), Pause: filepath.Join(filepath.Dir(kokBin), "kok-pause")}
+	bins := local.Binaries{Manager: filepath.Join(filepath.Dir(kokBin), "kok-manager"), Pause: filepath.Join(filepath.Dir(kokBin), "kok-pause"),
+		Agent: filepath.Join(filepath.Dir(kokBin), "kok-agent")}
 	start := time.Now()
 	r, err := local.Up(context.Background(), local.UpOptions{Config: cfg, Bins: bins, Builder: builder(cacheDir), Self: kokBin, Out: os.Stdout, Timeout: 30 * time.Minute})
 	run := Run{Name: name, Description: desc, Seconds: time.Since(start).Seconds()}

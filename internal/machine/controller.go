@@ -14,6 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -46,6 +47,9 @@ type Reconciler struct {
 	workloads workloads
 }
 
+// MaxConcurrentHosts is how many Machines are reconciled at once.
+const MaxConcurrentHosts = 10
+
 // Finalizer holds a Machine until its node is drained and deleted and
 // its host cleaned.
 const Finalizer = "node.kok.dev/machine"
@@ -70,6 +74,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// name it, so a Component, Secret or KubeCluster applied after the
 	// Machine is seen at once.
 	return ctrl.NewControllerManagedBy(mgr).
+		// A pass waits on its host (SSH, scripts): hosts are worked on in
+		// parallel, each by one worker at a time.
+		WithOptions(controller.Options{MaxConcurrentReconciles: MaxConcurrentHosts}).
 		// Its own status writes do not wake it (each pass reaches the host).
 		For(&nodev1.Machine{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&nodev1.Component{}, handler.EnqueueRequestsFromMapFunc(r.machinesWhere(func(m *nodev1.Machine, o client.Object) bool {
