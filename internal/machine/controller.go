@@ -156,7 +156,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, nil
 		}
 	} else if !m.Spec.Paused {
-		if controllerutil.AddFinalizer(m, Finalizer) {
+		// The finalizer goes on before the host is first written to: a
+		// Machine that never touched its host has nothing to undo.
+		if st.host != nil && st.desired != nil && controllerutil.AddFinalizer(m, Finalizer) {
 			if err := r.Patch(ctx, m, client.MergeFrom(orig)); err != nil {
 				return ctrl.Result{}, fmt.Errorf("adding the finalizer: %w", err)
 			}

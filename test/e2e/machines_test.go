@@ -311,6 +311,68 @@ func TestMachines(t *testing.T) {
 		waitMachine(t, c, cluster, names[2], nodev1.MachineReady, 2*time.Minute)
 	})
 
+	t.Run("bad input is named in conditions or refused", func(t *testing.T) {
+		good := getMachine(t, c, cluster, names[0])
+		mk := func(name string, mut func(*nodev1.Machine)) {
+			m := &nodev1.Machine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: cluster}, Spec: *good.Spec.DeepCopy()}
+			mut(m)
+			if err := c.Create(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				// Nothing was installed through these (no finalizer): they
+				// go at once, and touch no host.
+				if err := c.Delete(ctx, m); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		reason := func(name, cond string) *metav1.Condition {
+			var got *metav1.Condition
+			eventually(t, time.Minute, name+" "+cond, func() error {
+				got = meta.FindStatusCondition(getMachine(t, c, cluster, name).Status.Conditions, cond)
+				if got == nil || got.Status != metav1.ConditionFalse {
+					return fmt.Errorf("%s: %+v", cond, got)
+				}
+				return nil
+			})
+			return got
+		}
+		// node-b's key does not prove node-a's address.
+		mk("wrong-key", func(m *nodev1.Machine) { m.Spec.SSH.HostKey = getMachine(t, c, cluster, names[1]).Spec.SSH.HostKey })
+		if got := reason("wrong-key", nodev1.MachineReachable); got.Reason != "HostKeyMismatch" {
+			t.Fatalf("a wrong host key: %+v", got)
+		}
+		mk("nobody-home", func(m *nodev1.Machine) { m.Spec.Address = "10.202.0.250" })
+		if got := reason("nobody-home", nodev1.MachineReachable); got.Reason != "Unreachable" || !strings.Contains(got.Message, "retried with backoff") {
+			t.Fatalf("an unreachable host: %+v", got)
+		}
+		mk("no-such-component", func(m *nodev1.Machine) {
+			m.Spec.Components = append(m.Spec.Components, nodev1.ComponentRef{Name: "gpu-driver", Version: "550"})
+		})
+		if got := reason("no-such-component", nodev1.MachineComponentsReady); got.Reason != "ComponentNotFound" || !strings.Contains(got.Message, "gpu-driver-550") {
+			t.Fatalf("a missing Component: %+v", got)
+		}
+		mk("no-such-cluster", func(m *nodev1.Machine) { m.Spec.ClusterName = "nowhere" })
+		if got := reason("no-such-cluster", nodev1.MachineReady); got.Reason != "ClusterNotFound" {
+			t.Fatalf("a missing cluster: %+v", got)
+		}
+		for _, n := range []string{"wrong-key", "nobody-home", "no-such-component", "no-such-cluster"} {
+			if m := getMachine(t, c, cluster, n); len(m.Finalizers) > 0 {
+				t.Errorf("%s holds finalizers %v though it never wrote to a host", n, m.Finalizers)
+			}
+		}
+		// A Component in use is never edited: publish a new version.
+		comp := &nodev1.Component{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "containerd-1.6.20"}, comp); err != nil {
+			t.Fatal(err)
+		}
+		comp.Spec.Variants[0].Scripts.Check = "true"
+		if err := c.Update(ctx, comp); err == nil || !strings.Contains(err.Error(), "new version") {
+			t.Fatalf("editing an in-use Component: %v", err)
+		}
+	})
+
 	t.Run("a deleted Machine drains, its Node goes and the host is clean", func(t *testing.T) {
 		n := names[2]
 		m := getMachine(t, c, cluster, n)
