@@ -73,13 +73,13 @@ envtest: assets tools ## Controller tests against a real kube-apiserver + etcd
 	KUBEBUILDER_ASSETS=$$($(BIN)/kok envtest-assets) go test -tags envtest ./... -count=1
 
 e2e: build assets tools ## End-to-end tests on a real local meta cluster (root)
-	go test -tags e2e ./test/e2e/... -count=1 -v -timeout 60m
+	go test -tags e2e -p 1 ./internal/local/hosts/ ./test/e2e/... -count=1 -v -timeout 60m
 
 test: vet build assets tools ## Everything: unit + envtest + e2e
 	KUBEBUILDER_ASSETS=$$($(BIN)/kok envtest-assets) go test -tags envtest ./... -count=1
-	go test -tags e2e ./test/e2e/... -count=1 -v -timeout 60m
+	go test -tags e2e -p 1 ./internal/local/hosts/ ./test/e2e/... -count=1 -v -timeout 60m
 
-bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up, ONLY=platform|clusters|etcd picks one)
+bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up, ONLY=platform|clusters|etcd|machines picks one)
 	go run ./bench -out bench/results $(if $(COLD),-cold) $(if $(ONLY),-only $(ONLY))
 
 clean: ## Remove bin/
