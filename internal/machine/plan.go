@@ -1,6 +1,11 @@
-// Package machine is the machine operator (in progress): it turns a
-// Machine and the Components it asks for into what runs on the host. This
-// file holds its pure planning — which variant of a component fits a
+// Package machine is the machine operator: it turns a Machine and the
+// Components it asks for into what runs on the host (handed to kok-agent,
+// package agent) and joins the host to its business cluster. Files:
+// controller.go (Reconcile, watches), observe.go (the state: host over
+// SSH, business cluster, plan), phases.go (act and teardown), status.go,
+// workload.go (bootstrap tokens, node metadata, drain), csr.go (serving
+// certificate approval), registry.go (artifact resolution). This file
+// holds its pure planning — which variant of a component fits a
 // host, the order components install in, and each component rendered
 // with the cluster's and the host's values, hashed so that a change (and
 // only a change) is rolled out.
