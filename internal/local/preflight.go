@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -92,7 +94,10 @@ func checkPorts(c *Config) error {
 		err := poll(context.Background(), 250*time.Millisecond, 5*time.Second, func(context.Context) (bool, error) {
 			l, err := net.Listen("tcp", fmt.Sprintf(":%d", p.port))
 			if err != nil {
-				return false, nil
+				// A pod of this cluster on the node's network (the
+				// registry) outlives a crash of containerd and the
+				// kubelet: it is this cluster's, not a conflict.
+				return heldByPod(p.port, c.CgroupRoot()), nil
 			}
 			l.Close()
 			return true, nil
@@ -106,6 +111,40 @@ func checkPorts(c *Config) error {
 		}
 	}
 	return nil
+}
+
+// heldByPod: the process listening on port runs in the pods' cgroup root.
+func heldByPod(port int, cgroupRoot string) bool {
+	out, err := exec.Command("ss", "-ltnpH", fmt.Sprintf("sport = :%d", port)).Output()
+	if err != nil {
+		return false
+	}
+	m := ssPid.FindStringSubmatch(string(out))
+	if m == nil {
+		return false
+	}
+	data, err := os.ReadFile("/proc/" + m[1] + "/cgroup")
+	if err != nil {
+		return false
+	}
+	return podCgroup(string(data), cgroupRoot)
+}
+
+var ssPid = regexp.MustCompile(`pid=([0-9]+)`)
+
+// podCgroup: a /proc/PID/cgroup text places the process under root in
+// its memory hierarchy (cgroup v1) or its unified one (v2).
+func podCgroup(procCgroup, root string) bool {
+	for _, l := range strings.Fields(procCgroup) {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 || !strings.HasPrefix(parts[2], root+"/") {
+			continue
+		}
+		if parts[1] == "" || slices.Contains(strings.Split(parts[1], ","), "memory") {
+			return true
+		}
+	}
+	return false
 }
 
 func portOwner(port int) string {

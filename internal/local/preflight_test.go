@@ -44,3 +44,12 @@ func TestCheckStateDirRefusesForeignDirectory(t *testing.T) {
 		t.Fatalf("a missing dir is fine (kok up creates it): %v", err)
 	}
 }
+
+func TestPodCgroup(t *testing.T) {
+	pod := "12:memory:/kok/kubepods/besteffort/pod1/abc\n11:cpu,cpuacct:/kok/kubepods/besteffort/pod1/abc\n1:name=systemd:/system.slice/containerd.service\n0::/\n"
+	other := "12:memory:/system.slice/ssh.service\n0::/system.slice/ssh.service\n"
+	v2 := "0::/kok/kubepods/pod1/abc\n"
+	if !podCgroup(pod, "/kok") || podCgroup(other, "/kok") || !podCgroup(v2, "/kok") || podCgroup(pod, "/ko") {
+		t.Fatal("podCgroup")
+	}
+}
