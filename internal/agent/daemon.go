@@ -29,13 +29,20 @@ type Daemon struct {
 	// Interval between checks (default 15 s).
 	Interval time.Duration
 	Log      *log.Logger
+
+	// wake is signalled by the cluster link when it wrote a new desired
+	// state; link runs while the desired state names a cluster.
+	wake     chan struct{}
+	link     *Link
+	linkSpec ClusterLink
+	linkStop context.CancelFunc
 }
 
 // NewDaemon returns a daemon keeping its state in dir.
 func NewDaemon(dir string) *Daemon {
 	p := Paths{Dir: dir}
 	return &Daemon{Applier: &Applier{Paths: p}, Services: NewSupervisor(p.ServiceDir()), Interval: 15 * time.Second,
-		Log: log.New(os.Stderr, "kok-agent: ", log.LstdFlags)}
+		Log: log.New(os.Stderr, "kok-agent: ", log.LstdFlags), wake: make(chan struct{}, 1)}
 }
 
 // Run runs passes until ctx ends. Services keep running when it returns
@@ -56,6 +63,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer signal.Stop(hup)
 	self, _ := os.Executable()
 	selfDigest := digestOf(self)
+	defer d.stopLink()
 
 	for {
 		wait := d.pass(ctx)
@@ -69,6 +77,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-hup:
+		case <-d.wake:
 		case <-d.Services.Exited:
 			// A service stopped: restart it (after its backoff).
 			if t := d.Services.NextStart(); !t.IsZero() {
@@ -77,6 +86,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return nil
 				case <-hup:
+				case <-d.wake:
 				}
 			}
 		case <-time.After(wait):
@@ -97,6 +107,7 @@ func (d *Daemon) pass(ctx context.Context) time.Duration {
 		d.writeReport(&Report{Time: time.Now(), Components: []ComponentReport{{Name: "desired", Error: err.Error()}}})
 		return d.Interval
 	}
+	d.ensureLink(ctx, desired.Cluster)
 	// A service that stopped starts again first, before the checks (which
 	// may wait on it).
 	d.Services.Ensure(d.services(desired), nil)
@@ -160,6 +171,31 @@ func (d *Daemon) writeReport(r *Report) {
 	if err := writeAtomic(d.Applier.Paths.Status(), data, 0o644); err != nil {
 		d.Log.Printf("writing status: %v", err)
 	}
+	if d.link != nil {
+		d.link.Report(r)
+	}
+}
+
+// ensureLink runs the cluster link the desired state names (restarting it
+// when that changes) and stops it when it names none.
+func (d *Daemon) ensureLink(ctx context.Context, spec *ClusterLink) {
+	if spec != nil && d.link != nil && *spec == d.linkSpec {
+		return
+	}
+	d.stopLink()
+	if spec == nil {
+		return
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	d.link, d.linkSpec, d.linkStop = NewLink(*spec, d.Applier.Paths, d.Log, d.wake), *spec, cancel
+	go d.link.Run(lctx)
+}
+
+func (d *Daemon) stopLink() {
+	if d.linkStop != nil {
+		d.linkStop()
+	}
+	d.link, d.linkStop = nil, nil
 }
 
 // ReadDesired reads a Desired document.

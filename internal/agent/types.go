@@ -1,9 +1,12 @@
 // Package agent is kok's node agent: it keeps a host's components at
 // their final state. The machine operator renders a Desired document for
 // the host (every template filled in, every artifact pinned by digest),
-// writes it over SSH and runs `kok-agent apply`; the agent's daemon
-// (`kok-agent run`) then supervises the components' services and re-runs
-// their checks, repairing what drifted, on its own.
+// writes it over SSH and runs `kok-agent apply` (day 0); the agent's
+// daemon (`kok-agent run`) then supervises the components' services and
+// re-runs their checks, repairing what drifted, on its own. Once the node
+// joined, the daemon learns later desired states from its business cluster
+// and reports there (Link): the host is not reached over SSH again while
+// its heartbeat is fresh.
 //
 // Layout on the host (Paths): desired.json (what the operator wants),
 // applied/<component>.json (what was last applied, to restart only what a
@@ -25,6 +28,9 @@ type Desired struct {
 	// Machine is namespace/name of the Machine this host is.
 	Machine    string      `json:"machine"`
 	Components []Component `json:"components"`
+	// Cluster is where the agent learns later desired states and reports
+	// once the node joined (nil: only through kok-agent apply).
+	Cluster *ClusterLink `json:"cluster,omitempty"`
 }
 
 // Hash identifies a Desired document: the hashes of its components.

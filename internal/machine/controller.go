@@ -185,10 +185,14 @@ func (r *Reconciler) events(before, after *nodev1.Machine, st *state) {
 		r.Recorder.Eventf(after, corev1.EventTypeWarning, "ApplyFailed", "%v", st.actErr)
 	}
 	for _, refused := range st.refusedCSRs {
-		r.Recorder.Eventf(after, corev1.EventTypeWarning, "ServingCertificateRefused", "kubelet serving certificate request %s: left pending", refused)
+		r.Recorder.Eventf(after, corev1.EventTypeWarning, "CertificateRefused", "certificate request %s: left pending", refused)
 	}
 	if st.submitted {
-		r.Recorder.Eventf(after, corev1.EventTypeNormal, "DesiredStateSubmitted", "the agent applies %s", strings.Join(st.order, ", "))
+		via := "over SSH"
+		if st.viaCluster {
+			via = "through the business cluster"
+		}
+		r.Recorder.Eventf(after, corev1.EventTypeNormal, "DesiredStateSubmitted", "handed to the agent %s: %s", via, strings.Join(st.order, ", "))
 	}
 	for _, now := range after.Status.Services {
 		for _, was := range before.Status.Services {

@@ -68,10 +68,12 @@ func ServingCSRProblem(csr *certificatesv1.CertificateSigningRequest, m *nodev1.
 	return ""
 }
 
-// approveServingCSRs approves the pending kubelet serving certificate
-// requests of the Machine's node that match it, and returns the problems
-// of those that do not (they stay pending: nothing else approves them).
-func approveServingCSRs(ctx context.Context, cs kubernetes.Interface, m *nodev1.Machine) ([]string, error) {
+// approveCSRs approves the pending certificate requests of the Machine's
+// node that match it: kubelet serving certificates (ServingCSRProblem) and
+// the agent's client certificate (AgentCSRProblem). It returns the
+// problems of those that do not match: they stay pending, as nothing else
+// approves them.
+func approveCSRs(ctx context.Context, cs kubernetes.Interface, m *nodev1.Machine) ([]string, error) {
 	list, err := cs.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("listing certificate signing requests: %w", err)
@@ -79,16 +81,25 @@ func approveServingCSRs(ctx context.Context, cs kubernetes.Interface, m *nodev1.
 	var refused []string
 	for i := range list.Items {
 		csr := &list.Items[i]
-		if csr.Spec.SignerName != certificatesv1.KubeletServingSignerName || csr.Spec.Username != "system:node:"+m.Name || decided(csr) {
+		if csr.Spec.Username != "system:node:"+m.Name || decided(csr) {
 			continue
 		}
-		if problem := ServingCSRProblem(csr, m); problem != "" {
+		var problem, reason, msg string
+		switch csr.Spec.SignerName {
+		case certificatesv1.KubeletServingSignerName:
+			problem, reason, msg = ServingCSRProblem(csr, m), "KokMachineMatches", "node name and addresses match Machine %s/%s"
+		case certificatesv1.KubeAPIServerClientSignerName:
+			problem, reason, msg = AgentCSRProblem(csr, m), "KokAgentOfMachine", "the node agent of Machine %s/%s"
+		default:
+			continue
+		}
+		if problem != "" {
 			refused = append(refused, csr.Name+": "+problem)
 			continue
 		}
 		csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
-			Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "KokMachineMatches",
-			Message: fmt.Sprintf("node name and addresses match Machine %s/%s", m.Namespace, m.Name)})
+			Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: reason,
+			Message: fmt.Sprintf(msg, m.Namespace, m.Name)})
 		if _, err := cs.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
 			return refused, fmt.Errorf("approving %s: %w", csr.Name, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -50,6 +51,16 @@ type state struct {
 	report      *agent.Report
 	agentDigest string
 	joined      bool
+	// bootstrapDigest is the digest of the host's bootstrap kubeconfig
+	// ("" when it has none).
+	bootstrapDigest string
+	// agentRunning: the agent's daemon runs on the host.
+	agentRunning bool
+	// heartbeat is what the agent's Lease in the business cluster says;
+	// viaCluster: it is fresh, so the host was not reached over SSH this
+	// pass and the agent learns the desired state from its Secret.
+	heartbeat  heartbeat
+	viaCluster bool
 
 	// order is the install order and desired what the host must run;
 	// planErr why there is none (a missing dependency, a cycle, no variant
@@ -126,18 +137,39 @@ func (r *Reconciler) observe(ctx context.Context, m *nodev1.Machine) (*state, er
 				st.workloadErr = fmt.Errorf("reading node %s: %w", m.Name, err)
 			}
 		}
+		if st.node != nil {
+			hb, err := readHeartbeat(ctx, st.workload.Client, m)
+			if err != nil {
+				st.workloadErr = err
+			}
+			st.heartbeat = hb
+		}
 	}
 
 	target, err := r.target(ctx, m)
-	if err != nil {
+	switch {
+	case err != nil:
 		st.credsErr = err
-	} else if !m.Spec.Paused {
+	case m.Spec.Paused:
+	case needsHost(m, st, time.Now()):
 		r.reach(ctx, target, st)
+	default:
+		// The agent is alive and reports through the cluster: the host
+		// is left alone.
+		st.viaCluster, st.facts, st.report, st.joined = true, m.Status.Facts, st.heartbeat.report, true
 	}
 	if st.facts != nil && len(st.missing) == 0 {
 		st.order, st.desired, st.planErr = r.plan(ctx, m, st)
 	}
 	return st, nil
+}
+
+// needsHost says whether the host must be reached over SSH this pass:
+// on day 0 (until the node joined and the agent's heartbeat is fresh), when
+// the heartbeat stopped (the agent is started again over SSH), and to
+// uninstall.
+func needsHost(m *nodev1.Machine, st *state, now time.Time) bool {
+	return m.DeletionTimestamp != nil || st.node == nil || m.Status.Facts == nil || !st.heartbeat.fresh(now)
 }
 
 // target is how the host is reached, from the spec and the credentials
@@ -158,11 +190,15 @@ func (r *Reconciler) target(ctx context.Context, m *nodev1.Machine) (remote.Targ
 }
 
 // hostProbe reads, in one script, what the operator needs to know of a
-// host besides its facts: the agent's report, the agent binary's digest
-// and whether the kubelet has joined.
+// host besides its facts: the agent's report, whether its daemon runs, the
+// agent binary's digest, the bootstrap kubeconfig's and whether the kubelet
+// has joined.
 const hostProbe = `agent=$1
 printf 'joined=%s\n' "$(test -s ` + KubeletKubeconfigPath + ` && echo yes || echo no)"
+if [ -s ` + BootstrapKubeconfigPath + ` ]; then printf 'bootstrap=%s\n' "$(sha256sum ` + BootstrapKubeconfigPath + ` | cut -d' ' -f1)"; fi
 if [ -x "$agent" ]; then printf 'agent=%s\n' "$(sha256sum "$agent" | cut -d' ' -f1)"; fi
+pid=$(cat ` + agent.DefaultDir + `/agent.pid 2>/dev/null || :)
+if [ -n "$pid" ] && grep -q kok-agent /proc/"$pid"/comm 2>/dev/null; then echo running=yes; fi
 if [ -s ` + agent.DefaultDir + `/status.json ]; then printf 'report='; tr -d '\n' < ` + agent.DefaultDir + `/status.json; echo; fi
 `
 
@@ -209,6 +245,10 @@ func (r *Reconciler) reach(ctx context.Context, t remote.Target, st *state) {
 			st.joined = v == "yes"
 		case "agent":
 			st.agentDigest = "sha256:" + v
+		case "bootstrap":
+			st.bootstrapDigest = "sha256:" + v
+		case "running":
+			st.agentRunning = true
 		case "report":
 			var rep agent.Report
 			if err := json.Unmarshal([]byte(v), &rep); err == nil {
@@ -251,7 +291,7 @@ func (r *Reconciler) plan(ctx context.Context, m *nodev1.Machine, st *state) ([]
 	if err != nil {
 		return order, nil, err
 	}
-	d := &agent.Desired{Machine: m.Namespace + "/" + m.Name}
+	d := &agent.Desired{Machine: m.Namespace + "/" + m.Name, Cluster: clusterLink(m)}
 	resolve := func(a nodev1.Artifact) (agent.Artifact, error) { return r.Registry.Resolve(ctx, a) }
 	for _, name := range order {
 		rc, err := Render(st.components[name], variants[name], values, resolve)

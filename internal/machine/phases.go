@@ -11,17 +11,56 @@ import (
 
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/agent"
+	"github.com/kubeonkube/kok/internal/conditions"
 )
 
-// act brings the host one step closer to what st.desired says: the agent
-// binary in place, the join credentials while the node has not joined,
-// the desired state handed to the agent when it differs from what the
-// agent last reported, the node's labels and taints once it joined, and
-// the bootstrap token gone then.
+// act brings the host one step closer to what st.desired says: the
+// desired state published in the business cluster (where the agent reads
+// it once the node joined), and, on a pass that reached the host over SSH,
+// the agent binary in place, the join credentials while the node has not
+// joined and the desired state handed to the agent when it differs from
+// what the agent last reported; then the node's labels and taints, its
+// certificate requests, and the bootstrap token gone once it joined.
 func (r *Reconciler) act(ctx context.Context, m *nodev1.Machine, st *state) error {
-	if st.host == nil || st.desired == nil {
+	if st.desired == nil || (st.host == nil && !st.viaCluster) {
 		return nil
 	}
+	stale := st.report == nil || st.report.Desired != st.desired.Hash()
+	if stale {
+		published, err := publishDesired(ctx, st.workload.Client, m, st.desired)
+		if err != nil {
+			return err
+		}
+		st.submitted = published && st.viaCluster
+	}
+	if st.host != nil {
+		if err := r.day0(ctx, m, st, stale); err != nil {
+			return err
+		}
+	}
+	if st.node != nil {
+		if !nodeMetadataCurrent(st.node, m) {
+			if err := applyNodeMetadata(ctx, st.workload.Client, m); err != nil {
+				return err
+			}
+		}
+		refused, err := approveCSRs(ctx, st.workload.Client, m)
+		if err != nil {
+			return err
+		}
+		st.refusedCSRs = refused
+		if st.host != nil || !conditions.IsTrue(m.Status.Conditions, nodev1.MachineNodeJoined) {
+			if err := deleteToken(ctx, st.workload.Client, m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// day0 is what only SSH can do: put the agent binary and the join
+// credentials on the host and hand the agent its desired state.
+func (r *Reconciler) day0(ctx context.Context, m *nodev1.Machine, st *state, stale bool) error {
 	agentC := st.desired.Components[indexOf(st.desired, AgentComponent)]
 	if len(agentC.Artifacts) == 0 {
 		return fmt.Errorf("component %s has no artifact: its first artifact must be the agent binary", AgentComponent)
@@ -45,40 +84,31 @@ func (r *Reconciler) act(ctx context.Context, m *nodev1.Machine, st *state) erro
 		if err != nil {
 			return err
 		}
-		if err := st.host.WriteFile(ctx, BootstrapKubeconfigPath, kubeconfig, 0o600); err != nil {
-			return fmt.Errorf("writing the bootstrap kubeconfig: %w", err)
+		if sha256Digest(kubeconfig) != st.bootstrapDigest {
+			if err := st.host.WriteFile(ctx, BootstrapKubeconfigPath, kubeconfig, 0o600); err != nil {
+				return fmt.Errorf("writing the bootstrap kubeconfig: %w", err)
+			}
 		}
 	}
-	if st.report == nil || st.report.Desired != st.desired.Hash() {
-		data, err := json.Marshal(st.desired)
-		if err != nil {
-			return err
-		}
-		if err := st.host.WriteFile(ctx, desiredUpload, data, 0o600); err != nil {
-			return fmt.Errorf("handing the desired state to the agent: %w", err)
-		}
-		res, err := st.host.Run(ctx, shellQuote(bin.Path)+" apply -f "+desiredUpload+" && rm -f "+desiredUpload)
-		if err != nil {
-			return fmt.Errorf("handing the desired state to the agent: %w", err)
-		}
-		if res.ExitCode != 0 {
-			return fmt.Errorf("kok-agent apply: exit %d: %s", res.ExitCode, res.StderrTail(500))
-		}
-		st.submitted = true
+	if !stale && st.agentRunning {
+		return nil
 	}
-	if st.node != nil {
-		if err := applyNodeMetadata(ctx, st.workload.Client, m); err != nil {
-			return err
-		}
-		refused, err := approveServingCSRs(ctx, st.workload.Client, m)
-		if err != nil {
-			return err
-		}
-		st.refusedCSRs = refused
-		if err := deleteToken(ctx, st.workload.Client, m); err != nil {
-			return err
-		}
+	// kok-agent apply also starts the daemon when it is not running.
+	data, err := json.Marshal(st.desired)
+	if err != nil {
+		return err
 	}
+	if err := st.host.WriteFile(ctx, desiredUpload, data, 0o600); err != nil {
+		return fmt.Errorf("handing the desired state to the agent: %w", err)
+	}
+	res, err := st.host.Run(ctx, shellQuote(bin.Path)+" apply -f "+desiredUpload+" && rm -f "+desiredUpload)
+	if err != nil {
+		return fmt.Errorf("handing the desired state to the agent: %w", err)
+	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("kok-agent apply: exit %d: %s", res.ExitCode, res.StderrTail(500))
+	}
+	st.submitted = true
 	return nil
 }
 
@@ -125,6 +155,9 @@ func (r *Reconciler) teardown(ctx context.Context, m *nodev1.Machine, st *state)
 			orEmpty(st.reachErr), orEmpty(st.credsErr), Finalizer)
 	}
 	if st.workload != nil {
+		if err := unpublish(ctx, st.workload.Client, m); err != nil {
+			return false, err
+		}
 		if err := deleteToken(ctx, st.workload.Client, m); err != nil {
 			return false, err
 		}

@@ -14,8 +14,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -207,5 +209,88 @@ func TestServingCSRProblem(t *testing.T) {
 		if got := ServingCSRProblem(tc.csr, m); (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestAgentCSRProblem(t *testing.T) {
+	m := &nodev1.Machine{ObjectMeta: metav1.ObjectMeta{Name: "w1", Namespace: "team-a"}, Spec: nodev1.MachineSpec{Address: "10.202.0.11"}}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr := func(user, cn string, org []string, signer string, ips ...string) *certificatesv1.CertificateSigningRequest {
+		tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn, Organization: org}}
+		for _, ip := range ips {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+		}
+		der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &certificatesv1.CertificateSigningRequest{Spec: certificatesv1.CertificateSigningRequestSpec{
+			SignerName: signer, Username: user,
+			Request: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+			Usages:  []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth}}}
+	}
+	client := certificatesv1.KubeAPIServerClientSignerName
+	agents := []string{agent.AgentGroup}
+	for _, tc := range []struct {
+		name string
+		csr  *certificatesv1.CertificateSigningRequest
+		want string
+	}{
+		{"matches", csr("system:node:w1", "kok:agent:w1", agents, client), ""},
+		{"another node asks", csr("system:node:w2", "kok:agent:w1", agents, client), "requested by system:node:w2"},
+		{"another agent's name", csr("system:node:w1", "kok:agent:w2", agents, client), "is not CN=kok:agent:w1"},
+		{"an admin group", csr("system:node:w1", "kok:agent:w1", []string{"system:masters"}, client), "is not CN=kok:agent:w1, O=kok:agents"},
+		{"another signer", csr("system:node:w1", "kok:agent:w1", agents, certificatesv1.KubeletServingSignerName), "is not kubernetes.io/kube-apiserver-client"},
+		{"an address", csr("system:node:w1", "kok:agent:w1", agents, client, "10.202.0.11"), "names no address"},
+	} {
+		if got := AgentCSRProblem(tc.csr, m); (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestNeedsHost(t *testing.T) {
+	now := time.Now()
+	joined := &nodev1.Machine{Status: nodev1.MachineStatus{Facts: &nodev1.HostFacts{OS: "debian"}}}
+	node := &corev1.Node{}
+	fresh := heartbeat{report: &agent.Report{}, renewed: now.Add(-20 * time.Second)}
+	deleting := joined.DeepCopy()
+	deleting.DeletionTimestamp = &metav1.Time{Time: now}
+	for _, tc := range []struct {
+		name string
+		m    *nodev1.Machine
+		st   *state
+		want bool
+	}{
+		{"joined, heartbeat fresh", joined, &state{node: node, heartbeat: fresh}, false},
+		{"not joined", joined, &state{heartbeat: fresh}, true},
+		{"heartbeat stopped", joined, &state{node: node, heartbeat: heartbeat{report: &agent.Report{}, renewed: now.Add(-2 * time.Minute)}}, true},
+		{"no heartbeat yet", joined, &state{node: node}, true},
+		{"facts never read", &nodev1.Machine{}, &state{node: node, heartbeat: fresh}, true},
+		{"deleting", deleting, &state{node: node, heartbeat: fresh}, true},
+	} {
+		if got := needsHost(tc.m, tc.st, now); got != tc.want {
+			t.Errorf("%s: needsHost = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestNodeMetadataCurrent(t *testing.T) {
+	m := &nodev1.Machine{ObjectMeta: metav1.ObjectMeta{Name: "w1"}, Spec: nodev1.MachineSpec{
+		NodeLabels: map[string]string{"tier": "web"},
+		Taints:     []corev1.Taint{{Key: "dedicated", Value: "web", Effect: corev1.TaintEffectNoSchedule}}}}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"node.kok.dev/machine": "w1", "tier": "web", "other": "x"}},
+		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "dedicated", Value: "web", Effect: corev1.TaintEffectNoSchedule}}}}
+	if !nodeMetadataCurrent(n, m) {
+		t.Error("a node with every label and taint is current")
+	}
+	n.Labels["tier"] = "db"
+	if nodeMetadataCurrent(n, m) {
+		t.Error("a changed label is not current")
+	}
+	n.Labels["tier"] = "web"
+	n.Spec.Taints = nil
+	if nodeMetadataCurrent(n, m) {
+		t.Error("a missing taint is not current")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
+	"github.com/kubeonkube/kok/internal/agent"
 	"github.com/kubeonkube/kok/internal/conditions"
 	"github.com/kubeonkube/kok/internal/machine/remote"
 )
@@ -39,6 +40,10 @@ func computeStatus(m *nodev1.Machine, st *state) {
 			st.reachErr.Error()+": put the Machine's public key in the host's authorized_keys, or the right private key in spec.ssh.credentialsSecret")
 	case st.reachErr != nil:
 		set(nodev1.MachineReachable, false, "Unreachable", st.reachErr.Error()+" (retried with backoff)")
+	case st.viaCluster:
+		set(nodev1.MachineReachable, true, "AgentHeartbeat",
+			fmt.Sprintf("the agent reports through Lease %s/%s in the business cluster every %s; the host is reached over SSH again only if it stops",
+				LinkNamespace, linkObject(m), agent.LeaseDuration/4))
 	default:
 		set(nodev1.MachineReachable, true, "HostKeyVerified",
 			fmt.Sprintf("%s:%d proved its pinned host key; %s %s %s, kernel %s", m.Spec.Address, sshPort(m), st.facts.OS, st.facts.OSVersion, st.facts.Arch, st.facts.KernelVersion))

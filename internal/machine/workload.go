@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,7 @@ import (
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
+	"github.com/kubeonkube/kok/internal/kube"
 )
 
 // Workload is a business cluster as the machine operator sees it.
@@ -195,11 +197,32 @@ func applyNodeMetadata(ctx context.Context, cs kubernetes.Interface, m *nodev1.M
 		spec.WithTaints(corev1ac.Taint().WithKey(t.Key).WithValue(t.Value).WithEffect(t.Effect))
 	}
 	node.WithSpec(spec)
-	_, err := cs.CoreV1().Nodes().Apply(ctx, node, metav1.ApplyOptions{FieldManager: "kok-machine", Force: true})
+	_, err := cs.CoreV1().Nodes().Apply(ctx, node, kube.ApplyOptions())
 	if err != nil {
 		return fmt.Errorf("labelling node %s: %w", m.Name, err)
 	}
 	return nil
+}
+
+// nodeMetadataCurrent: the node carries every label and taint the Machine
+// asks for (so nothing needs applying).
+func nodeMetadataCurrent(n *corev1.Node, m *nodev1.Machine) bool {
+	if n.Labels["node.kok.dev/machine"] != m.Name {
+		return false
+	}
+	for k, v := range m.Spec.NodeLabels {
+		if got, ok := n.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	for _, t := range m.Spec.Taints {
+		if !slices.ContainsFunc(n.Spec.Taints, func(have corev1.Taint) bool {
+			return have.Key == t.Key && have.Value == t.Value && have.Effect == t.Effect
+		}) {
+			return false
+		}
+	}
+	return true
 }
 
 // drain cordons the node and evicts its pods through the eviction API,

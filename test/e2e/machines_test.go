@@ -6,10 +6,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -17,7 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
+	"github.com/kubeonkube/kok/internal/agent"
 	"github.com/kubeonkube/kok/internal/local/hosts"
+	"github.com/kubeonkube/kok/internal/machine"
 	"github.com/kubeonkube/kok/internal/machine/remote"
 )
 
@@ -244,6 +248,8 @@ func TestMachines(t *testing.T) {
 				return nil
 			})
 		}
+		// Only what the change touches restarts: the kubelet, not containerd.
+		containerd := hostShell(t, dir, n, "pgrep -x containerd")
 		hostShell(t, dir, n, "echo 'maxPods: 1' >> /var/lib/kubelet/config.yaml")
 		eventually(t, 2*time.Minute, "the kubelet config restored", func() error {
 			if out := hostShell(t, dir, n, "grep -c 'maxPods: 1' /var/lib/kubelet/config.yaml || :"); out != "0" {
@@ -258,6 +264,60 @@ func TestMachines(t *testing.T) {
 			return fmt.Errorf("status does not say so yet: %+v", m.Status.Components)
 		})
 		waitMachine(t, c, cluster, n, nodev1.MachineReady, 2*time.Minute)
+		if now := hostShell(t, dir, n, "pgrep -x containerd"); now != containerd {
+			t.Errorf("containerd restarted (pid %s, was %s) though only the kubelet's config changed", now, containerd)
+		}
+	})
+
+	t.Run("after day 0 each host learns and reports through its business cluster only", func(t *testing.T) {
+		for _, n := range names {
+			eventually(t, 2*time.Minute, n+" reporting through its Lease", func() error {
+				cond := meta.FindStatusCondition(getMachine(t, c, cluster, n).Status.Conditions, nodev1.MachineReachable)
+				if cond == nil || cond.Reason != "AgentHeartbeat" {
+					return fmt.Errorf("Reachable %+v", cond)
+				}
+				return nil
+			})
+			lease, err := bc.CoordinationV1().Leases(machine.LinkNamespace).Get(ctx, "node-"+n, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lease.Spec.RenewTime == nil || time.Since(lease.Spec.RenewTime.Time) > agent.LeaseDuration || lease.Annotations[agent.ReportAnnotation] == "" {
+				t.Fatalf("lease of %s: %+v", n, lease)
+			}
+			node, err := bc.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, nc := range node.Status.Conditions {
+				found = found || (nc.Type == agent.NodeCondition && nc.Status == corev1.ConditionTrue)
+			}
+			if !found {
+				t.Errorf("node %s has no %s=True: %+v", n, agent.NodeCondition, node.Status.Conditions)
+			}
+		}
+		// Only the host's own agent may read its desired state: not
+		// another host's agent, not the kubelet.
+		for _, tc := range []struct {
+			user   string
+			groups []string
+			want   bool
+		}{
+			{"kok:agent:" + names[0], []string{agent.AgentGroup}, true},
+			{"kok:agent:" + names[1], []string{agent.AgentGroup}, false},
+			{"system:node:" + names[0], []string{"system:nodes"}, false},
+		} {
+			sar, err := bc.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: tc.user, Groups: tc.groups, ResourceAttributes: &authorizationv1.ResourceAttributes{
+					Namespace: machine.LinkNamespace, Verb: "get", Resource: "secrets", Name: "node-" + names[0]}}}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sar.Status.Allowed != tc.want {
+				t.Errorf("%s may read node-%s's desired state: %v, want %v", tc.user, names[0], sar.Status.Allowed, tc.want)
+			}
+		}
 	})
 
 	t.Run("a Component added as YAML is used, and a failing script's stderr is in status", func(t *testing.T) {
@@ -285,13 +345,33 @@ func TestMachines(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// The host is cut off from SSH: the change reaches it through
+		// the business cluster.
+		h, err := hosts.Load(dir, names[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		sshRule := []string{"INPUT", "-p", "tcp", "--dport", fmt.Sprint(h.Port), "-j", "DROP"}
+		if out, err := exec.Command("ip", append([]string{"netns", "exec", h.Netns, "iptables", "-I"}, sshRule...)...).CombinedOutput(); err != nil {
+			t.Fatalf("blocking SSH: %v: %s", err, out)
+		}
+		unblock := func() {
+			_ = exec.Command("ip", append([]string{"netns", "exec", h.Netns, "iptables", "-D"}, sshRule...)...).Run()
+		}
+		t.Cleanup(unblock)
 		add(names[0], "motd")
-		eventually(t, 2*time.Minute, "motd on "+names[0], func() error {
-			if out := hostShell(t, dir, names[0], "cat /etc/motd 2>/dev/null || :"); out != names[0]+" of "+cluster {
+		eventually(t, 2*time.Minute, "motd on "+names[0]+" with SSH blocked", func() error {
+			out, _ := exec.Command("nsenter", "-t", fmt.Sprint(h.InitPID), "-m", "cat", "/etc/motd").Output()
+			if strings.TrimSpace(string(out)) != names[0]+" of "+cluster {
 				return fmt.Errorf("motd %q", out)
+			}
+			m := getMachine(t, c, cluster, names[0])
+			if !meta.IsStatusConditionTrue(m.Status.Conditions, nodev1.MachineComponentsReady) || len(m.Status.Components) != 4 {
+				return fmt.Errorf("status: %+v", m.Status.Conditions)
 			}
 			return nil
 		})
+		unblock()
 		add(names[2], "broken")
 		eventually(t, 2*time.Minute, "the failing script named in status", func() error {
 			m := getMachine(t, c, cluster, names[2])
@@ -389,6 +469,12 @@ func TestMachines(t *testing.T) {
 		})
 		if _, err := bc.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Fatalf("node %s: %v", n, err)
+		}
+		if _, err := bc.CoreV1().Secrets(machine.LinkNamespace).Get(ctx, "node-"+n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("the desired state of %s is still in the business cluster: %v", n, err)
+		}
+		if _, err := bc.RbacV1().ClusterRoles().Get(ctx, "kok:agent:"+n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("the agent's cluster role of %s is still there: %v", n, err)
 		}
 		left := hostShell(t, dir, n, "ls -d /usr/local/bin/kok-agent /usr/local/bin/kubelet /usr/local/bin/containerd /var/lib/kubelet /etc/containerd /var/lib/kok-agent /etc/kubernetes/kubelet.conf 2>/dev/null || :; pgrep -l 'kubelet|containerd|kok-agent' || :")
 		if left != "" {
