@@ -344,7 +344,7 @@ func (l *Link) requestCert(ctx context.Context, kubelet *rest.Config) error {
 	}
 	validity := certValidity
 	req := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	name, uid, err := csr.RequestCertificate(cs, req, "", certificatesv1.KubeAPIServerClientSignerName, &validity,
+	name, uid, err := csr.RequestCertificateWithContext(ctx, cs, req, "", certificatesv1.KubeAPIServerClientSignerName, &validity,
 		[]certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth}, key)
 	if err != nil {
 		return fmt.Errorf("requesting the agent's certificate: %w", err)
