@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,6 +26,7 @@ import (
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/conditions"
 	"github.com/kubeonkube/kok/internal/machine/remote"
+	"github.com/kubeonkube/kok/internal/workload"
 )
 
 // Reconciler runs Machines: it reaches each host over SSH (host key
@@ -44,7 +46,8 @@ type Reconciler struct {
 	// Workload reaches a business cluster; nil uses its admin kubeconfig.
 	Workload WorkloadFunc
 
-	workloads workloads
+	workloads     workload.Cache
+	workloadsInit sync.Once
 }
 
 // MaxConcurrentHosts is how many Machines are reconciled at once.
@@ -219,8 +222,8 @@ func (r *Reconciler) workload(ctx context.Context, kc *clusterv1.KubeCluster) (*
 	if r.Workload != nil {
 		return r.Workload(ctx, kc)
 	}
-	r.workloads.c = r.Client
-	return r.workloads.get(ctx, kc)
+	r.workloadsInit.Do(func() { r.workloads.Reader = r.Client })
+	return r.workloads.Get(ctx, kc)
 }
 
 // retryAfter: a Ready Machine is re-checked every 30 seconds; one on its way

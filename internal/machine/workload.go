@@ -10,7 +10,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,74 +21,17 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/kube"
+	"github.com/kubeonkube/kok/internal/workload"
 )
 
 // Workload is a business cluster as the machine operator sees it.
-type Workload struct {
-	Client kubernetes.Interface
-	// Server is the apiserver URL and CA its certificate authority (PEM),
-	// from the cluster's admin kubeconfig.
-	Server string
-	CA     []byte
-}
+type Workload = workload.Cluster
 
 // WorkloadFunc reaches a KubeCluster's business cluster.
-type WorkloadFunc func(ctx context.Context, kc *clusterv1.KubeCluster) (*Workload, error)
-
-// workloads reaches business clusters through the admin kubeconfig the
-// cluster operator publishes (status.adminKubeconfigSecret), one client
-// per cluster, rebuilt when the kubeconfig changes.
-type workloads struct {
-	c     client.Client
-	mu    sync.Mutex
-	cache map[string]cachedWorkload
-}
-
-type cachedWorkload struct {
-	version string
-	w       *Workload
-}
-
-func (ws *workloads) get(ctx context.Context, kc *clusterv1.KubeCluster) (*Workload, error) {
-	name := kc.Status.AdminKubeconfigSecret
-	if name == "" {
-		return nil, fmt.Errorf("KubeCluster %s has no admin kubeconfig yet", kc.Name)
-	}
-	var s corev1.Secret
-	if err := ws.c.Get(ctx, client.ObjectKey{Namespace: kc.Namespace, Name: name}, &s); err != nil {
-		return nil, fmt.Errorf("reading Secret %s: %w", name, err)
-	}
-	key := string(kc.UID)
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	if c, ok := ws.cache[key]; ok && c.version == s.ResourceVersion {
-		return c.w, nil
-	}
-	raw, err := clientcmd.Load(s.Data["value"])
-	if err != nil {
-		return nil, fmt.Errorf("the admin kubeconfig in Secret %s: %w", name, err)
-	}
-	cfg, err := clientcmd.NewDefaultClientConfig(*raw, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("the admin kubeconfig in Secret %s: %w", name, err)
-	}
-	cfg.Timeout = 15 * time.Second
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	w := &Workload{Client: cs, Server: cfg.Host, CA: cfg.CAData}
-	if ws.cache == nil {
-		ws.cache = map[string]cachedWorkload{}
-	}
-	ws.cache[key] = cachedWorkload{s.ResourceVersion, w}
-	return w, nil
-}
+type WorkloadFunc = workload.Func
 
 // Bootstrap tokens: one per Machine while it joins (kubeadm's format,
 // bootstrap.kubernetes.io/token Secrets in kube-system).
