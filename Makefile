@@ -51,11 +51,12 @@ generate: ## Regenerate deepcopy code, apply configurations and CRD/RBAC manifes
 	$(CONTROLLER_GEN) object applyconfiguration paths=./api/...
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=false rbac:roleName=kok-manager paths=./api/... paths=./internal/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
-	rm -f charts/kok/crds/*.yaml charts/kok/files/catalog/*.yaml charts/kok/files/components/*.yaml
+	rm -f charts/kok/crds/*.yaml charts/kok/files/catalog/*.yaml charts/kok/files/components/*.yaml charts/kok/files/addons/*.yaml
 	cp config/crd/bases/*.yaml charts/kok/crds/
 	cp config/rbac/role.yaml charts/kok/files/role.yaml
 	cp config/catalog/kubernetesversion-*.yaml charts/kok/files/catalog/
 	mkdir -p charts/kok/files/components && cp config/components/*-*.yaml charts/kok/files/components/
+	mkdir -p charts/kok/files/addons && cp config/addons/*-*.yaml charts/kok/files/addons/
 
 fmt: ## gofmt
 	gofmt -w $$(git ls-files '*.go')

@@ -20,7 +20,7 @@ const chart = "../charts/kok"
 // catalog match config/ (make generate copies them).
 func TestChartInSync(t *testing.T) {
 	pairs := map[string]string{"rbac/role.yaml": filepath.Join(chart, "files", "role.yaml")}
-	for _, glob := range []struct{ src, dst string }{{"crd/bases/*.yaml", "crds"}, {"catalog/kubernetesversion-*.yaml", "files/catalog"}, {"components/*-*.yaml", "files/components"}} {
+	for _, glob := range []struct{ src, dst string }{{"crd/bases/*.yaml", "crds"}, {"catalog/kubernetesversion-*.yaml", "files/catalog"}, {"components/*-*.yaml", "files/components"}, {"addons/*-*.yaml", "files/addons"}} {
 		srcs, _ := filepath.Glob(glob.src)
 		dsts, _ := filepath.Glob(filepath.Join(chart, glob.dst, "*.yaml"))
 		if len(srcs) != len(dsts) {

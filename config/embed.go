@@ -10,7 +10,7 @@ import (
 	"strings"
 )
 
-//go:embed crd/bases rbac manager webhook catalog components
+//go:embed crd/bases rbac manager webhook catalog components addons
 var files embed.FS
 
 // ManagerImagePlaceholder is the image name the manager manifest uses; kok
@@ -44,7 +44,7 @@ func Manifests() ([]byte, error) {
 			return 0
 		case strings.HasPrefix(p, "manager/"):
 			return 1 // the namespace lives here
-		case strings.HasPrefix(p, "catalog/"), strings.HasPrefix(p, "components/"):
+		case strings.HasPrefix(p, "catalog/"), strings.HasPrefix(p, "components/"), strings.HasPrefix(p, "addons/"):
 			return 3 // custom resources, once their CRDs are served
 		default:
 			return 2

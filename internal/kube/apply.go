@@ -136,9 +136,18 @@ func ApplyManifests(ctx context.Context, c client.Client, manifests []byte) erro
 		return err
 	}
 	for _, obj := range objs {
-		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), applyOpts...); err != nil {
-			return fmt.Errorf("applying %s %s/%s: %w", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
+		if err := ApplyObject(ctx, c, obj); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// ApplyObject server-side applies obj, an object rendered from a
+// manifest, and reads the API's answer (status included) back into it.
+func ApplyObject(ctx context.Context, c client.Client, obj *unstructured.Unstructured) error {
+	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), applyOpts...); err != nil {
+		return fmt.Errorf("applying %s %s/%s: %w", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
 	}
 	return nil
 }

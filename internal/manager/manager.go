@@ -24,9 +24,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
+	"github.com/kubeonkube/kok/internal/addon"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/etcd"
 	"github.com/kubeonkube/kok/internal/kube"
@@ -99,6 +101,9 @@ var Registry = map[string]Setup{
 		return (&machine.Reconciler{Client: mgr.GetClient(),
 			Registry: &machine.Registry{Name: o.ImageRegistry, Endpoint: o.RegistryEndpoint}}).SetupWithManager(mgr)
 	},
+	"addon": func(mgr ctrl.Manager, o Options) error {
+		return (&addon.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry}).SetupWithManager(mgr)
+	},
 	"etcd": func(mgr ctrl.Manager, o Options) error {
 		if err := (&etcd.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, Domain: o.ClusterDomain,
 			ManagerImage: o.SelfImage}).SetupWithManager(mgr); err != nil {
@@ -118,6 +123,7 @@ func Scheme() *runtime.Scheme {
 	utilruntime.Must(etcdv1.AddToScheme(s))
 	utilruntime.Must(clusterv1.AddToScheme(s))
 	utilruntime.Must(nodev1.AddToScheme(s))
+	utilruntime.Must(addonv1.AddToScheme(s))
 	return s
 }
 

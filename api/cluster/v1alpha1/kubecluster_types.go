@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
@@ -44,10 +45,35 @@ type KubeClusterSpec struct {
 	// +optional
 	DeletionPolicy string `json:"deletionPolicy,omitempty"`
 
+	// Addons installed into the business cluster and kept at their final
+	// state, a ClusterAddon each (named <cluster>-<addon>).
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Addons []AddonRef `json:"addons,omitempty"`
+
 	// Paused stops the operator from changing anything; status is still
 	// observed.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+}
+
+// AddonRef names an addon of the catalog (an Addon <name>-<version>).
+type AddonRef struct {
+	// Name of the addon.
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:MaxLength=40
+	Name string `json:"name"`
+	// Version pins the addon's version; empty follows the newest one that
+	// supports the release the control plane runs (so addons upgrade
+	// after the control plane did).
+	// +optional
+	Version string `json:"version,omitempty"`
+	// Values replace the addon's default values key by key.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +optional
+	Values *apiextensionsv1.JSON `json:"values,omitempty"`
 }
 
 // ControlPlaneSpec shapes the control-plane Deployments.

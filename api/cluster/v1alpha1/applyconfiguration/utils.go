@@ -16,6 +16,8 @@ import (
 func ForKind(kind schema.GroupVersionKind) interface{} {
 	switch kind {
 	// Group=cluster.kok.dev, Version=v1alpha1
+	case v1alpha1.SchemeGroupVersion.WithKind("AddonRef"):
+		return &clusterv1alpha1.AddonRefApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("APIServerService"):
 		return &clusterv1alpha1.APIServerServiceApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("ComponentArgs"):

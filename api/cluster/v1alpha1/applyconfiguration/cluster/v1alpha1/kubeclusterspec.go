@@ -10,6 +10,7 @@ type KubeClusterSpecApplyConfiguration struct {
 	Etcd           *EtcdSpecApplyConfiguration         `json:"etcd,omitempty"`
 	Network        *NetworkSpecApplyConfiguration      `json:"network,omitempty"`
 	DeletionPolicy *string                             `json:"deletionPolicy,omitempty"`
+	Addons         []AddonRefApplyConfiguration        `json:"addons,omitempty"`
 	Paused         *bool                               `json:"paused,omitempty"`
 }
 
@@ -56,6 +57,19 @@ func (b *KubeClusterSpecApplyConfiguration) WithNetwork(value *NetworkSpecApplyC
 // If called multiple times, the DeletionPolicy field is set to the value of the last call.
 func (b *KubeClusterSpecApplyConfiguration) WithDeletionPolicy(value string) *KubeClusterSpecApplyConfiguration {
 	b.DeletionPolicy = &value
+	return b
+}
+
+// WithAddons adds the given value to the Addons field in the declarative configuration
+// and returns the receiver, so that objects can be build by chaining "With" function invocations.
+// If called multiple times, values provided by each call will be appended to the Addons field.
+func (b *KubeClusterSpecApplyConfiguration) WithAddons(values ...*AddonRefApplyConfiguration) *KubeClusterSpecApplyConfiguration {
+	for i := range values {
+		if values[i] == nil {
+			panic("nil value passed to WithAddons")
+		}
+		b.Addons = append(b.Addons, *values[i])
+	}
 	return b
 }
 
