@@ -25,11 +25,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
+	certificatesv1client "k8s.io/client-go/kubernetes/typed/certificates/v1"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/util/certificate/csr"
 	"k8s.io/client-go/util/keyutil"
 )
 
@@ -144,13 +145,13 @@ func (l *Link) connected(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := newClients(cfg)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithDeadline(ctx, renewAt)
 	defer cancel()
-	lw := cache.NewListWatchFromClient(cs.CoreV1().RESTClient(), "secrets", l.Spec.Namespace,
+	lw := cache.NewListWatchFromClient(cs.core.RESTClient(), "secrets", l.Spec.Namespace,
 		fields.OneTermEqualSelector("metadata.name", l.Spec.Object))
 	_, informer := cache.NewInformerWithOptions(cache.InformerOptions{
 		ListerWatcher: lw, ObjectType: &corev1.Secret{},
@@ -214,12 +215,12 @@ func (l *Link) desired(s *corev1.Secret) {
 
 // push renews the heartbeat Lease with the report, and sets the Node's
 // condition when it changed (or a minute passed).
-func (l *Link) push(ctx context.Context, cs kubernetes.Interface, r *Report) error {
+func (l *Link) push(ctx context.Context, cs *clients, r *Report) error {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	leases := cs.CoordinationV1().Leases(l.Spec.Namespace)
+	leases := cs.coordination.Leases(l.Spec.Namespace)
 	lease, err := leases.Get(ctx, l.Spec.Object, metav1.GetOptions{})
 	if err != nil {
 		return err
@@ -241,7 +242,26 @@ func (l *Link) push(ctx context.Context, cs kubernetes.Interface, r *Report) err
 	return l.nodeCondition(ctx, cs, r)
 }
 
-func (l *Link) nodeCondition(ctx context.Context, cs kubernetes.Interface, r *Report) error {
+// clients are the typed clients the agent uses: only those, so the agent
+// binary does not carry every API group's client.
+type clients struct {
+	core         corev1client.CoreV1Interface
+	coordination coordinationv1client.CoordinationV1Interface
+}
+
+func newClients(cfg *rest.Config) (*clients, error) {
+	core, err := corev1client.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	coord, err := coordinationv1client.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &clients{core: core, coordination: coord}, nil
+}
+
+func (l *Link) nodeCondition(ctx context.Context, cs *clients, r *Report) error {
 	c := corev1.NodeCondition{Type: NodeCondition, Status: corev1.ConditionTrue, Reason: "AtFinalState",
 		Message: "every component is at its final state (kok-agent)"}
 	if r.Desired == "" || len(r.Components) == 0 {
@@ -267,7 +287,7 @@ func (l *Link) nodeCondition(ctx context.Context, cs kubernetes.Interface, r *Re
 	if err != nil {
 		return err
 	}
-	if _, err := cs.CoreV1().Nodes().PatchStatus(ctx, l.Spec.Node, patch); err != nil {
+	if _, err := cs.core.Nodes().PatchStatus(ctx, l.Spec.Node, patch); err != nil {
 		return fmt.Errorf("node %s: %w", l.Spec.Node, err)
 	}
 	l.lastCond, l.lastCondTime = c, now
@@ -338,23 +358,41 @@ func (l *Link) requestCert(ctx context.Context, kubelet *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	cs, err := kubernetes.NewForConfig(kubelet)
+	csrs, err := certificatesv1client.NewForConfig(kubelet)
 	if err != nil {
 		return err
 	}
-	validity := certValidity
-	req := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	name, uid, err := csr.RequestCertificateWithContext(ctx, cs, req, "", certificatesv1.KubeAPIServerClientSignerName, &validity,
-		[]certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth}, key)
+	secs := int32(certValidity / time.Second)
+	req, err := csrs.CertificateSigningRequests().Create(ctx, &certificatesv1.CertificateSigningRequest{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "kok-agent-" + l.Spec.Node + "-"},
+		Spec: certificatesv1.CertificateSigningRequestSpec{
+			Request:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+			SignerName: certificatesv1.KubeAPIServerClientSignerName, ExpirationSeconds: &secs,
+			Usages: []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth}},
+	}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("requesting the agent's certificate: %w", err)
 	}
-	l.Log.Printf("cluster link: requested certificate %s, waiting for approval", name)
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	certPEM, err := csr.WaitForCertificate(wctx, cs, name, uid)
+	l.Log.Printf("cluster link: requested certificate %s, waiting for approval", req.Name)
+	var certPEM []byte
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 10*time.Minute, true, func(ctx context.Context) (bool, error) {
+		got, err := csrs.CertificateSigningRequests().Get(ctx, req.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil // the apiserver may be away a moment: ask again
+		}
+		if got.UID != req.UID {
+			return false, fmt.Errorf("certificate request %s was replaced", req.Name)
+		}
+		for _, c := range got.Status.Conditions {
+			if c.Type == certificatesv1.CertificateDenied || c.Type == certificatesv1.CertificateFailed {
+				return false, fmt.Errorf("certificate request %s: %s: %s", req.Name, c.Reason, c.Message)
+			}
+		}
+		certPEM = got.Status.Certificate
+		return len(certPEM) > 0, nil
+	})
 	if err != nil {
-		return fmt.Errorf("waiting for certificate %s: %w", name, err)
+		return fmt.Errorf("waiting for certificate %s: %w", req.Name, err)
 	}
 	keyPEM, err := keyutil.MarshalPrivateKeyToPEM(key)
 	if err != nil {
