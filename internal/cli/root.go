@@ -49,6 +49,7 @@ func NewRootCommand() *cobra.Command {
 	root.PersistentFlags().BoolVarP(&o.verbose, "verbose", "v", false, "show build and component output")
 	root.AddCommand(newBuildCommand(o), newUpCommand(o), newDownCommand(o), newStatusCommand(o),
 		newSuperviseCommand(o), newKubectlCommand(o), newEnvtestAssetsCommand(o), newLocalStorageCommand(o),
-		newCreateCommand(o), newGetCommand(o), newDeleteCommand(o), newRegistryCommand(o), newMachineCommand(o))
+		newCreateCommand(o), newGetCommand(o), newDeleteCommand(o), newRegistryCommand(o), newMachineCommand(o),
+		newAddonsCommand(o))
 	return root
 }

@@ -16,9 +16,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
+	"github.com/kubeonkube/kok/internal/addon"
 	"github.com/kubeonkube/kok/internal/agent"
 	"github.com/kubeonkube/kok/internal/local/hosts"
 	"github.com/kubeonkube/kok/internal/machine"
@@ -451,6 +454,64 @@ func TestMachines(t *testing.T) {
 		if err := c.Update(ctx, comp); err == nil || !strings.Contains(err.Error(), "new version") {
 			t.Fatalf("editing an in-use Component: %v", err)
 		}
+	})
+
+	t.Run("an addon installed with kok addons runs on the nodes and is kept", func(t *testing.T) {
+		t.Logf("%s", mustKok(t, dir, "addons", "install", "coredns", "--cluster", cluster, "--set", "replicas=2"))
+		name := client.ObjectKey{Namespace: cluster, Name: cluster + "-coredns"}
+		healthy := func(what string) {
+			eventually(t, 3*time.Minute, what, func() error {
+				ca := &addonv1.ClusterAddon{}
+				if err := c.Get(ctx, name, ca); err != nil {
+					return err
+				}
+				if cond := meta.FindStatusCondition(ca.Status.Conditions, addonv1.AddonHealthy); cond == nil || cond.Status != metav1.ConditionTrue {
+					return fmt.Errorf("Healthy %+v", cond)
+				}
+				return nil
+			})
+		}
+		healthy("coredns Healthy")
+		if out := mustKok(t, dir, "addons", "list", "--cluster", cluster); !strings.Contains(out, "coredns") || !strings.Contains(out, "True") {
+			t.Fatalf("kok addons list:\n%s", out)
+		}
+		deps := bc.AppsV1().Deployments("kube-system")
+		old, err := deps.Get(ctx, "coredns", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := deps.Delete(ctx, "coredns", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		deleted := time.Now()
+		eventually(t, 2*time.Minute, "the deleted CoreDNS Deployment back", func() error {
+			d, err := deps.Get(ctx, "coredns", metav1.GetOptions{})
+			if err != nil || d.UID == old.UID {
+				return fmt.Errorf("not back (%v)", err)
+			}
+			return nil
+		})
+		t.Logf("the deleted CoreDNS Deployment was back after %s", time.Since(deleted).Round(100*time.Millisecond))
+		healthy("coredns Healthy again")
+		// A user's kept change stays: replicas annotated as theirs.
+		patch := []byte(`{"metadata":{"annotations":{"` + addon.KeepAnnotation + `":"spec.replicas"}},"spec":{"replicas":3}}`)
+		if _, err := deps.Patch(ctx, "coredns", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		consistently(t, 40*time.Second, "the kept replicas", func() error {
+			d, err := deps.Get(ctx, "coredns", metav1.GetOptions{})
+			if err != nil || *d.Spec.Replicas != 3 {
+				return fmt.Errorf("replicas %v (%v)", d.Spec.Replicas, err)
+			}
+			return nil
+		})
+		mustKok(t, dir, "addons", "remove", "coredns", "--cluster", cluster)
+		eventually(t, time.Minute, "coredns removed from the cluster", func() error {
+			if _, err := deps.Get(ctx, "coredns", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("still there (%v)", err)
+			}
+			return nil
+		})
 	})
 
 	t.Run("a deleted Machine drains, its Node goes and the host is clean", func(t *testing.T) {
