@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -70,7 +69,7 @@ func ClusterValuesFor(kc *clusterv1.KubeCluster, server string) (ClusterValues, 
 	}
 	n := kc.Spec.Network
 	return ClusterValues{Name: kc.Name, Version: kc.Status.Version, Minor: minorOf(kc.Status.Version),
-		PodCIDR: n.PodCIDR, ServiceCIDR: n.ServiceCIDR, DNSAddress: nthIP(n.ServiceCIDR, 10), DNSDomain: n.DNSDomain,
+		PodCIDR: n.PodCIDR, ServiceCIDR: n.ServiceCIDR, DNSAddress: kube.NthIP(n.ServiceCIDR, 10), DNSDomain: n.DNSDomain,
 		APIServerHost: u.Hostname(), APIServerPort: port}, nil
 }
 
@@ -243,16 +242,4 @@ func Keep(obj *unstructured.Unstructured, annotation string) (skip bool) {
 		}
 	}
 	return false
-}
-
-// nthIP is the n-th address of a CIDR (the DNS Service is the 10th of the
-// Service range, as kubeadm places it).
-func nthIP(cidr string, n int) string {
-	_, ipnet, err := net.ParseCIDR(cidr)
-	if err != nil || ipnet.IP.To4() == nil {
-		return ""
-	}
-	ip := ipnet.IP.To4()
-	v := uint32(ip[0])<<24 | uint32(ip[1])<<16 | uint32(ip[2])<<8 | uint32(ip[3]) + uint32(n)
-	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).String()
 }

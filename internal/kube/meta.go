@@ -2,6 +2,7 @@ package kube
 
 import (
 	"fmt"
+	"net"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilversion "k8s.io/apimachinery/pkg/util/version"
@@ -72,3 +73,16 @@ func OldestVersion(versions ...string) string {
 }
 
 func isAlreadyExists(err error) bool { return apierrors.IsAlreadyExists(err) }
+
+// NthIP is the n-th address of an IPv4 CIDR ("" when cidr is not one):
+// the cluster DNS Service is the 10th of the Service range, as kubeadm
+// places it; a node's first address is the 1st of its subnet.
+func NthIP(cidr string, n int) string {
+	_, ipnet, err := net.ParseCIDR(cidr)
+	if err != nil || ipnet.IP.To4() == nil {
+		return ""
+	}
+	ip := ipnet.IP.To4()
+	v := uint32(ip[0])<<24 | uint32(ip[1])<<16 | uint32(ip[2])<<8 | uint32(ip[3]) + uint32(n)
+	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).String()
+}

@@ -27,3 +27,21 @@ func TestCompareVersions(t *testing.T) {
 		t.Error("Image")
 	}
 }
+
+func TestNthIP(t *testing.T) {
+	for _, tc := range []struct {
+		cidr string
+		n    int
+		want string
+	}{
+		{"10.96.0.0/12", 10, "10.96.0.10"},
+		{"10.200.0.0/24", 1, "10.200.0.1"},
+		{"10.0.0.250/16", 260, "10.0.1.4"}, // from the network address, carrying over
+		{"fd00::/64", 1, ""},
+		{"not a cidr", 1, ""},
+	} {
+		if got := NthIP(tc.cidr, tc.n); got != tc.want {
+			t.Errorf("NthIP(%s, %d) = %q, want %q", tc.cidr, tc.n, got, tc.want)
+		}
+	}
+}

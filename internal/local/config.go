@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/kubeonkube/kok/internal/kube"
 	"github.com/kubeonkube/kok/internal/local/versions"
 )
 
@@ -84,14 +85,14 @@ func (c *Config) Validate() error {
 }
 
 // NodeIP is the bridge address: first host of the node subnet.
-func (c *Config) NodeIP() net.IP { return nthIP(c.NodeSubnet, 1) }
+func (c *Config) NodeIP() net.IP { return net.ParseIP(kube.NthIP(c.NodeSubnet, 1)) }
 
 // APIServiceIP is the first address of the service range (the kubernetes
 // Service).
-func (c *Config) APIServiceIP() net.IP { return nthIP(c.ServiceCIDR, 1) }
+func (c *Config) APIServiceIP() net.IP { return net.ParseIP(kube.NthIP(c.ServiceCIDR, 1)) }
 
 // DNSServiceIP is the cluster DNS Service address.
-func (c *Config) DNSServiceIP() net.IP { return nthIP(c.ServiceCIDR, 10) }
+func (c *Config) DNSServiceIP() net.IP { return net.ParseIP(kube.NthIP(c.ServiceCIDR, 10)) }
 
 // APIServerURL is where clients on this machine reach the apiserver.
 func (c *Config) APIServerURL() string {
@@ -103,18 +104,6 @@ func (c *Config) APIServerURL() string {
 // the meta node. Plain HTTP for now.
 func (c *Config) RegistryAddress() string {
 	return net.JoinHostPort(c.NodeIP().String(), strconv.Itoa(c.RegistryPort))
-}
-
-func nthIP(cidr string, n byte) net.IP {
-	_, ipnet, err := net.ParseCIDR(cidr)
-	if err != nil {
-		return nil
-	}
-	ip := ipnet.IP.To4()
-	out := make(net.IP, len(ip))
-	copy(out, ip)
-	out[3] += n
-	return out
 }
 
 // Paths under the state directory.

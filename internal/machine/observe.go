@@ -17,6 +17,7 @@ import (
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/agent"
+	"github.com/kubeonkube/kok/internal/kube"
 	"github.com/kubeonkube/kok/internal/machine/remote"
 )
 
@@ -314,7 +315,7 @@ func (r *Reconciler) values(m *nodev1.Machine, st *state) (Values, error) {
 	return Values{
 		Cluster: ClusterValues{Name: kc.Name, Version: kc.Spec.Version, APIServer: st.workload.Server,
 			CA: string(st.workload.CA), CAHash: caHash,
-			DNSAddress: nthIP(net.ServiceCIDR, 10), DNSDomain: net.DNSDomain,
+			DNSAddress: kube.NthIP(net.ServiceCIDR, 10), DNSDomain: net.DNSDomain,
 			PodCIDR: net.PodCIDR, ServiceCIDR: net.ServiceCIDR},
 		Node: NodeValues{Name: m.Name, Address: m.Spec.Address, OS: st.facts.OS, OSVersion: st.facts.OSVersion,
 			Arch: st.facts.Arch, PodCIDR: nodePodCIDR(net.PodCIDR, m.Spec.Address)},

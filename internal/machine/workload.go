@@ -238,20 +238,6 @@ func nodePodCIDR(clusterPodCIDR, address string) string {
 	return fmt.Sprintf("%d.%d.%d.0/24", base[0], base[1], ip[3])
 }
 
-// nthIP is the n-th address of a CIDR (the DNS Service is the 10th of the
-// Service range, as kubeadm places it).
-func nthIP(cidr string, n int) string {
-	_, ipnet, err := net.ParseCIDR(cidr)
-	if err != nil || ipnet.IP.To4() == nil {
-		return ""
-	}
-	ip := make(net.IP, 4)
-	copy(ip, ipnet.IP.To4())
-	v := uint32(ip[0])<<24 | uint32(ip[1])<<16 | uint32(ip[2])<<8 | uint32(ip[3])
-	v += uint32(n)
-	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).String()
-}
-
 func sha256Digest(data []byte) string {
 	sum := sha256.Sum256(data)
 	return "sha256:" + hex.EncodeToString(sum[:])

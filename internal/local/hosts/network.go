@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/kubeonkube/kok/internal/kube"
 )
 
 // Routing that keeps the hosts' packets on the machine even when the
@@ -52,13 +54,7 @@ func mustCIDR(cidr string) *net.IPNet {
 }
 
 // nthIP is the n-th address of an IPv4 subnet.
-func nthIP(cidr string, n int) net.IP {
-	ip := mustCIDR(cidr).IP.To4()
-	out := make(net.IP, len(ip))
-	copy(out, ip)
-	out[3] += byte(n)
-	return out
-}
+func nthIP(cidr string, n int) net.IP { return net.ParseIP(kube.NthIP(cidr, n)).To4() }
 
 // lowestFree is the lowest address of subnet (a /24) from its first-th on
 // that is not in used.
