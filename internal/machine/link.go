@@ -83,12 +83,13 @@ func readHeartbeat(ctx context.Context, cs kubernetes.Interface, m *nodev1.Machi
 
 // publishDesired puts d where the Machine's agent reads it, with the
 // objects that let only that agent read it and report, unless the Secret
-// already holds it.
-func publishDesired(ctx context.Context, cs kubernetes.Interface, m *nodev1.Machine, d *agent.Desired) (bool, error) {
+// already holds it; all puts every object back whatever the Secret holds
+// (a deleted Lease or Role would otherwise stop the heartbeat for good).
+func publishDesired(ctx context.Context, cs kubernetes.Interface, m *nodev1.Machine, d *agent.Desired, all bool) (bool, error) {
 	name, hash := linkObject(m), d.Hash()
 	s, err := cs.CoreV1().Secrets(LinkNamespace).Get(ctx, name, metav1.GetOptions{})
 	switch {
-	case err == nil && s.Annotations[desiredHashAnnotation] == hash:
+	case err == nil && s.Annotations[desiredHashAnnotation] == hash && !all:
 		return false, nil
 	case err != nil && !apierrors.IsNotFound(err):
 		return false, fmt.Errorf("reading the desired state's Secret: %w", err)

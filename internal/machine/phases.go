@@ -26,12 +26,15 @@ func (r *Reconciler) act(ctx context.Context, m *nodev1.Machine, st *state) erro
 		return nil
 	}
 	stale := st.report == nil || st.report.Desired != st.desired.Hash()
-	if stale {
-		published, err := publishDesired(ctx, st.workload.Client, m, st.desired)
+	// Joined but no fresh heartbeat: the agent may be getting its
+	// certificate, or its Lease, Secret or RBAC may be gone; put them back.
+	repair := st.node != nil && !st.viaCluster
+	if stale || repair {
+		published, err := publishDesired(ctx, st.workload.Client, m, st.desired, repair)
 		if err != nil {
 			return err
 		}
-		st.submitted = published && st.viaCluster
+		st.submitted = published && stale
 	}
 	if st.host != nil {
 		if err := r.day0(ctx, m, st, stale); err != nil {

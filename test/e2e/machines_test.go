@@ -321,6 +321,21 @@ func TestMachines(t *testing.T) {
 				t.Errorf("%s may read node-%s's desired state: %v, want %v", tc.user, names[0], sar.Status.Allowed, tc.want)
 			}
 		}
+		// A deleted Lease stops the heartbeat; once it is stale the
+		// operator reaches the host and puts the agent's objects back.
+		leases := bc.CoordinationV1().Leases(machine.LinkNamespace)
+		if err := leases.Delete(ctx, "node-"+names[1], metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		deleted := time.Now()
+		eventually(t, 3*time.Minute, "the heartbeat of "+names[1]+" back", func() error {
+			l, err := leases.Get(ctx, "node-"+names[1], metav1.GetOptions{})
+			if err != nil || l.Spec.RenewTime == nil || l.Spec.RenewTime.Time.Before(deleted) {
+				return fmt.Errorf("lease %v (%v)", l, err)
+			}
+			return nil
+		})
+		t.Logf("a deleted heartbeat Lease was renewed again after %s", time.Since(deleted).Round(time.Second))
 	})
 
 	t.Run("a Component added as YAML is used, and a failing script's stderr is in status", func(t *testing.T) {
