@@ -20,11 +20,12 @@ GOLANGCI_LINT := $(KOK_CACHE_DIR)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/g
 help: ## Show targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## Build kok, kok-manager, kok-agent and kok-pause (static) into bin/
+build: ## Build kok, kok-manager, kok-agent, kok-pause and kok-cni (static) into bin/
 	go build -trimpath -ldflags '$(GO_LDFLAGS)' -o $(BIN)/kok ./cmd/kok
 	go build -trimpath -ldflags '$(GO_LDFLAGS)' -o $(BIN)/kok-manager ./cmd/kok-manager
 	go build -trimpath -ldflags '$(GO_LDFLAGS)' -o $(BIN)/kok-pause ./cmd/kok-pause
 	go build -trimpath -ldflags '$(GO_LDFLAGS)' -o $(BIN)/kok-agent ./cmd/kok-agent
+	go build -trimpath -ldflags '$(GO_LDFLAGS)' -o $(BIN)/kok-cni ./cmd/kok-cni
 
 up: build ## Set up this machine and bring up the local meta cluster
 	$(BIN)/kok up
@@ -80,7 +81,7 @@ test: vet build assets tools ## Everything: unit + envtest + e2e
 	KUBEBUILDER_ASSETS=$$($(BIN)/kok envtest-assets) go test -tags envtest ./... -count=1
 	go test -tags e2e -p 1 ./internal/local/hosts/ ./test/e2e/... -count=1 -v -timeout 60m
 
-bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up, ONLY=platform|clusters|etcd|machines picks one)
+bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up, ONLY=platform|clusters|etcd|machines|addons picks one)
 	go run ./bench -out bench/results $(if $(COLD),-cold) $(if $(ONLY),-only $(ONLY))
 
 clean: ## Remove bin/

@@ -18,37 +18,42 @@ func newBuildCommand(o *globalOptions) *cobra.Command {
 		Use:   "build",
 		Short: "Build the Kubernetes, etcd, CoreDNS and registry binaries kok runs (cached)",
 		Long: `Build compiles kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
-kube-proxy, kubectl, etcd, CoreDNS and the CNCF Distribution registry from the Go
+kube-proxy, kubectl, etcd, CoreDNS, the CNCF Distribution registry, flanneld and
+agnhost (Kubernetes' test server) from the Go
 module proxy at the versions kok pins,
 into the cache directory. Finished builds are reused; 'kok up' calls this as needed.
-With --all every pinned version is built (the tests need two Kubernetes minors).`,
+With --all every pinned version is built (the tests need two Kubernetes minors), and agnhost.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			b := o.builder()
 			start := time.Now()
-			kube, etcd := versions.Kubernetes[:1], versions.Etcd[:1]
-			if all {
-				kube, etcd = versions.Kubernetes, versions.Etcd
+			ctx := cmd.Context()
+			// What kok up needs comes first; with --all, the test-only
+			// builds and the older releases follow.
+			products := []func() (*build.Product, error){
+				func() (*build.Product, error) { return build.Kubernetes(ctx, b.Go, versions.DefaultKubernetes()) },
+				func() (*build.Product, error) { return build.Etcd(versions.DefaultEtcd()), nil },
+				func() (*build.Product, error) { return build.CoreDNS(versions.CoreDNS), nil },
+				func() (*build.Product, error) { return build.Registry(versions.Registry), nil },
+				func() (*build.Product, error) { return build.Flannel(ctx, b.Go, versions.Flannel) },
 			}
-			for _, v := range kube {
-				p, err := build.Kubernetes(cmd.Context(), b.Go, v)
+			if all {
+				products = append(products, func() (*build.Product, error) { return build.Agnhost(ctx, b.Go, versions.DefaultKubernetes()) })
+				for _, v := range versions.Kubernetes[1:] {
+					products = append(products, func() (*build.Product, error) { return build.Kubernetes(ctx, b.Go, v) })
+				}
+				for _, v := range versions.Etcd[1:] {
+					products = append(products, func() (*build.Product, error) { return build.Etcd(v), nil })
+				}
+			}
+			for _, product := range products {
+				p, err := product()
 				if err != nil {
 					return err
 				}
-				if _, err := b.Ensure(cmd.Context(), p); err != nil {
+				if _, err := b.Ensure(ctx, p); err != nil {
 					return err
 				}
-			}
-			for _, v := range etcd {
-				if _, err := b.Ensure(cmd.Context(), build.Etcd(v)); err != nil {
-					return err
-				}
-			}
-			if _, err := b.Ensure(cmd.Context(), build.CoreDNS(versions.CoreDNS)); err != nil {
-				return err
-			}
-			if _, err := b.Ensure(cmd.Context(), build.Registry(versions.Registry)); err != nil {
-				return err
 			}
 			fmt.Fprintf(os.Stdout, "all binaries ready under %s (%s)\n", b.CacheDir, time.Since(start).Round(time.Second))
 			return nil

@@ -34,7 +34,8 @@ func (o *localOptions) binaries() local.Binaries {
 			dir = filepath.Dir(exe)
 		}
 	}
-	return local.Binaries{Manager: filepath.Join(dir, "kok-manager"), Pause: filepath.Join(dir, "kok-pause"), Agent: filepath.Join(dir, "kok-agent")}
+	return local.Binaries{Manager: filepath.Join(dir, "kok-manager"), Pause: filepath.Join(dir, "kok-pause"), Agent: filepath.Join(dir, "kok-agent"),
+		CNI: filepath.Join(dir, "kok-cni")}
 }
 
 func newUpCommand(g *globalOptions) *cobra.Command {

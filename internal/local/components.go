@@ -222,7 +222,12 @@ func ensureBuilt(ctx context.Context, b *build.Builder, c *Config) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range []*build.Product{kp, build.Etcd(c.EtcdVersion), build.CoreDNS(versions.CoreDNS), build.Registry(versions.Registry)} {
+	// flanneld serves business clusters: their default CNI addon.
+	fl, err := build.Flannel(ctx, b.Go, versions.Flannel)
+	if err != nil {
+		return err
+	}
+	for _, p := range []*build.Product{kp, build.Etcd(c.EtcdVersion), build.CoreDNS(versions.CoreDNS), build.Registry(versions.Registry), fl} {
 		if _, err := b.Ensure(ctx, p); err != nil {
 			return err
 		}

@@ -25,6 +25,7 @@ type Binaries struct {
 	Manager string // kok-manager
 	Pause   string // kok-pause
 	Agent   string // kok-agent, the node agent (an artifact in the registry)
+	CNI     string // kok-cni, beside flanneld in the flannel image
 }
 
 // ImageSet is a group of images written to one tarball and imported at once.
@@ -43,6 +44,13 @@ func EtcdImage(version string) string { return image.Prefix + "etcd:" + version 
 
 // CoreDNSImage names the CoreDNS image.
 func CoreDNSImage() string { return image.Prefix + "coredns:" + versions.CoreDNS }
+
+// FlannelImage names the image of the flannel addon: flanneld and kok-cni.
+func FlannelImage() string { return image.Prefix + "flannel:" + versions.Flannel }
+
+// AgnhostImage names the image of agnhost, Kubernetes' test server, built
+// at a Kubernetes release.
+func AgnhostImage(version string) string { return image.Prefix + "agnhost:" + version }
 
 // RegistryImage names the image of kok's registry (CNCF Distribution).
 func RegistryImage() string { return image.Prefix + "registry:" + versions.Registry }
@@ -83,6 +91,30 @@ func imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
 			{Dst: "/tmp", Dir: true}, {Dst: "/var/lib/registry", Dir: true}}},
 		Entrypoint: []string{"/bin/registry"}, Cmd: []string{"serve", "/etc/distribution/config.yml"},
 	}}})
+	iptables, err := iptablesLayer()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(bins.CNI); err != nil {
+		return nil, fmt.Errorf("kok-cni binary: %w (build it with 'make build')", err)
+	}
+	if flanneld := filepath.Join(b.Dir("flannel", versions.Flannel), "flanneld"); fileExists(flanneld) {
+		sets = append(sets, ImageSet{Name: "flannel-" + versions.Flannel, Images: []image.Spec{{
+			Ref: FlannelImage(), Layers: [][]image.File{iptables, {{Src: flanneld, Dst: "/usr/local/bin/flanneld", Mode: 0o755},
+				{Src: bins.CNI, Dst: "/usr/local/bin/kok-cni", Mode: 0o755}}},
+			Entrypoint: []string{"/usr/local/bin/flanneld"},
+		}}})
+	}
+	for _, v := range versions.Kubernetes {
+		agnhost := filepath.Join(b.Dir("agnhost", v), "agnhost")
+		if !fileExists(agnhost) {
+			continue
+		}
+		sets = append(sets, ImageSet{Name: "agnhost-" + v, Images: []image.Spec{{
+			Ref: AgnhostImage(v), Layers: [][]image.File{{{Src: agnhost, Dst: "/agnhost", Mode: 0o755}, {Dst: "/tmp", Dir: true}}},
+			Entrypoint: []string{"/agnhost"},
+		}}})
+	}
 	for _, v := range versions.Kubernetes {
 		dir := b.Dir("kubernetes", v)
 		if _, err := os.Stat(filepath.Join(dir, build.KubeBinary)); err != nil {
@@ -96,7 +128,11 @@ func imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
 		}
 		set := ImageSet{Name: "kubernetes-" + v}
 		for _, comp := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl"} {
-			set.Images = append(set.Images, image.Spec{Ref: KubeImage(comp, v), Layers: [][]image.File{layer},
+			layers := [][]image.File{layer}
+			if comp == "kube-proxy" {
+				layers = [][]image.File{iptables, layer}
+			}
+			set.Images = append(set.Images, image.Spec{Ref: KubeImage(comp, v), Layers: layers,
 				Entrypoint: []string{"/usr/local/bin/" + comp}})
 		}
 		sets = append(sets, set)
@@ -115,6 +151,23 @@ func imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
 			Entrypoint: []string{"/usr/local/bin/etcd"}}}})
 	}
 	return sets, nil
+}
+
+// iptablesLayer is this machine's iptables (Debian's, the nf_tables
+// variant) with the libraries and extensions it loads: kube-proxy and
+// flanneld program a node's packet filter with it. The commands are links
+// in /usr/bin, on the images' PATH.
+func iptablesLayer() ([]image.File, error) {
+	const multi = "/usr/sbin/xtables-nft-multi"
+	exts, _ := filepath.Glob("/usr/lib/*-linux-gnu/xtables/*.so")
+	files, err := image.HostFiles(append([]string{multi}, exts...)...)
+	if err != nil || len(exts) == 0 {
+		return nil, fmt.Errorf("iptables for the kube-proxy and flannel images: %v, %d extensions (install Debian's iptables)", err, len(exts))
+	}
+	for _, cmd := range []string{"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"} {
+		files = append(files, image.File{Dst: "/usr/bin/" + cmd, Link: multi})
+	}
+	return append(files, image.File{Dst: "/run", Dir: true}, image.File{Dst: "/tmp", Dir: true}), nil
 }
 
 // metaImages are the sets the meta cluster itself runs (pause, kok-manager,

@@ -157,7 +157,8 @@ func TestPushIsLevelBased(t *testing.T) {
 	}
 	bin := t.TempDir()
 	bins := Binaries{Manager: write(filepath.Join(bin, "kok-manager"), "manager"),
-		Pause: write(filepath.Join(bin, "kok-pause"), "pause"), Agent: write(filepath.Join(bin, "kok-agent"), "agent")}
+		Pause: write(filepath.Join(bin, "kok-pause"), "pause"), Agent: write(filepath.Join(bin, "kok-agent"), "agent"),
+		CNI: write(filepath.Join(bin, "kok-cni"), "cni")}
 	write(filepath.Join(b.Dir("coredns", versions.CoreDNS), "coredns"), "coredns")
 	write(filepath.Join(b.Dir("registry", versions.Registry), "registry"), "registry")
 	kube := write(filepath.Join(b.Dir("kubernetes", versions.Kubernetes[0]), build.KubeBinary), "kube multi-call")

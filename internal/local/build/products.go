@@ -296,3 +296,84 @@ func kubeMainFor(moduleDir string) (string, error) {
 	}
 	return strings.Replace(kubeMain, "{{COMMANDS}}", strings.Join(lines, "\n")+"\n", 1), nil
 }
+
+// FlannelModule is flannel's module; its root package is flanneld.
+const FlannelModule = "github.com/flannel-io/flannel"
+
+// flannelBackends are the backends kok's flanneld keeps: vxlan (the
+// default, works across routed networks) and host-gw (routes only, for
+// hosts on one L2 segment). The others are dropped from upstream's main:
+// udp needs cgo, tencentvpc a cloud SDK the module proxy does not serve,
+// and ipsec, ipip, wireguard, alloc and extension are not offered.
+var flannelBackends = []string{"hostgw", "vxlan"}
+
+// Flannel returns the product for flanneld: upstream's own main package,
+// read from the module at build time, with the backend imports narrowed
+// to flannelBackends. Nothing of flannel is kept in kok's tree.
+func Flannel(ctx context.Context, goCmd, version string) (*Product, error) {
+	info, err := download(ctx, goCmd, FlannelModule, version)
+	if err != nil {
+		return nil, err
+	}
+	src, err := os.ReadFile(filepath.Join(info.Dir, "main.go"))
+	if err != nil {
+		return nil, fmt.Errorf("%s@%s: %w", FlannelModule, version, err)
+	}
+	main, err := narrowImports(string(src), FlannelModule+"/pkg/backend/", flannelBackends)
+	if err != nil {
+		return nil, fmt.Errorf("%s@%s main.go: %w", FlannelModule, version, err)
+	}
+	return &Product{
+		Name:     "flannel",
+		Version:  version,
+		GoMod:    fmt.Sprintf("module kok.local/build/flannel\n\ngo 1.26.0\n\nrequire %s %s\n", FlannelModule, version),
+		Files:    map[string]string{"main.go": main},
+		Binaries: map[string]string{"flanneld": "."},
+		LDFlags:  "-s -w -X " + FlannelModule + "/pkg/version.Version=" + version,
+	}, nil
+}
+
+// narrowImports drops the blank imports of packages under prefix whose
+// last element is not in keep, and fails when one of keep is not there
+// (upstream renamed or moved it).
+func narrowImports(src, prefix string, keep []string) (string, error) {
+	var out []string
+	found := map[string]bool{}
+	for _, line := range strings.Split(src, "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, `_ "`+prefix) {
+			name := strings.TrimSuffix(strings.TrimPrefix(t, `_ "`+prefix), `"`)
+			if !slices.Contains(keep, name) {
+				continue
+			}
+			found[name] = true
+		}
+		out = append(out, line)
+	}
+	for _, k := range keep {
+		if !found[k] {
+			return "", fmt.Errorf("no blank import of %s%s", prefix, k)
+		}
+	}
+	return strings.Join(out, "\n"), nil
+}
+
+// Agnhost returns the product for agnhost, Kubernetes' own test image
+// program (k8s.io/kubernetes/test/images/agnhost), at a Kubernetes
+// release: the e2e and conformance tests run it as their servers and
+// clients. It is built from the same module and staging versions as the
+// release's components.
+func Agnhost(ctx context.Context, goCmd, version string) (*Product, error) {
+	kube, err := Kubernetes(ctx, goCmd, version)
+	if err != nil {
+		return nil, err
+	}
+	return &Product{
+		Name:     "agnhost",
+		Version:  version,
+		GoMod:    strings.Replace(kube.GoMod, "module kok.local/build/kubernetes", "module kok.local/build/agnhost", 1),
+		Files:    map[string]string{"tools.go": "//go:build tools\n\npackage tools\n\nimport _ \"k8s.io/kubernetes/test/images/agnhost\"\n"},
+		Binaries: map[string]string{"agnhost": "k8s.io/kubernetes/test/images/agnhost"},
+		LDFlags:  "-s -w",
+	}, nil
+}

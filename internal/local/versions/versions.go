@@ -21,6 +21,9 @@ var Etcd = []string{"v3.6.16", "v3.5.35"}
 // CoreDNS is the CoreDNS release built for cluster DNS.
 const CoreDNS = "v1.14.7"
 
+// Flannel is the flannel release built for the default CNI addon.
+const Flannel = "v0.28.10"
+
 // Registry is the CNCF Distribution release built for kok's registry, which
 // serves every kok-built image and binary to business-cluster nodes.
 const Registry = "v3.1.2"
