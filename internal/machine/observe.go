@@ -318,7 +318,7 @@ func (r *Reconciler) values(m *nodev1.Machine, st *state) (Values, error) {
 			DNSAddress: kube.NthIP(net.ServiceCIDR, 10), DNSDomain: net.DNSDomain,
 			PodCIDR: net.PodCIDR, ServiceCIDR: net.ServiceCIDR},
 		Node: NodeValues{Name: m.Name, Address: m.Spec.Address, OS: st.facts.OS, OSVersion: st.facts.OSVersion,
-			Arch: st.facts.Arch, PodCIDR: nodePodCIDR(net.PodCIDR, m.Spec.Address)},
+			Arch: st.facts.Arch},
 		Registry: r.Registry.Values(),
 	}, nil
 }

@@ -135,8 +135,6 @@ type ClusterValues struct {
 // NodeValues are the host's values templates see as .Node.
 type NodeValues struct {
 	Name, Address, OS, OSVersion, Arch string
-	// PodCIDR is the node's own slice of the cluster's pod range.
-	PodCIDR string
 }
 
 // RegistryValues say where images and artifacts come from: image and

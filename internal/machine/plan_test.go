@@ -145,7 +145,7 @@ func TestDefaultCatalogRenders(t *testing.T) {
 		t.Fatal("no Components in config/components")
 	}
 	v := values()
-	v.Cluster.CA, v.Node.PodCIDR = "-----BEGIN CERTIFICATE-----\n", "10.244.11.0/24"
+	v.Cluster.CA = "-----BEGIN CERTIFICATE-----\n"
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {

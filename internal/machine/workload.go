@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/big"
-	"net"
 	"slices"
 	"strings"
 	"time"
@@ -220,22 +219,6 @@ func skipOnDrain(p *corev1.Pod) bool {
 		}
 	}
 	return false
-}
-
-// nodePodCIDR is the node's /24 of a cluster pod range, picked by the last
-// octet of its address, so it needs no allocation record (until the CNI
-// addon assigns ranges from the Node's spec.podCIDR).
-func nodePodCIDR(clusterPodCIDR, address string) string {
-	_, ipnet, err := net.ParseCIDR(clusterPodCIDR)
-	ip := net.ParseIP(address).To4()
-	if err != nil || ip == nil || ipnet.IP.To4() == nil {
-		return ""
-	}
-	if ones, _ := ipnet.Mask.Size(); ones > 16 {
-		return ""
-	}
-	base := ipnet.IP.To4()
-	return fmt.Sprintf("%d.%d.%d.0/24", base[0], base[1], ip[3])
 }
 
 func sha256Digest(data []byte) string {

@@ -46,12 +46,15 @@ type KubeClusterSpec struct {
 	DeletionPolicy string `json:"deletionPolicy,omitempty"`
 
 	// Addons installed into the business cluster and kept at their final
-	// state, a ClusterAddon each (named <cluster>-<addon>).
+	// state, a ClusterAddon each (named <cluster>-<addon>). Left out, a
+	// cluster gets a working network: kube-proxy, flannel and CoreDNS; an
+	// empty list installs none.
 	// +listType=map
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:default={{name: kube-proxy},{name: flannel},{name: coredns}}
 	// +optional
-	Addons []AddonRef `json:"addons,omitempty"`
+	Addons []AddonRef `json:"addons"`
 
 	// Paused stops the operator from changing anything; status is still
 	// observed.

@@ -141,7 +141,7 @@ type TemplatedFile struct {
 	// .APIServer URL, .CAHash — sha256:<hex> of the CA's public key, as
 	// kubeadm pins it —, .DNSAddress, .DNSDomain, .PodCIDR, .ServiceCIDR),
 	// .CA — the CA certificate, PEM), .Node (.Name, .Address, .OS,
-	// .OSVersion, .Arch, .PodCIDR — the node's slice of the pod range) and
+	// .OSVersion, .Arch) and
 	// .Registry (.Name — the registry host image references use, e.g.
 	// kok.local —, .Endpoint — the URL nodes pull it from).
 	Template string `json:"template"`
