@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -22,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
@@ -45,6 +48,7 @@ type Reconciler struct {
 
 	workloads     workload.Cache
 	workloadsInit sync.Once
+	watches       *watcher
 }
 
 // Finalizer holds a ClusterAddon until its objects are gone from the
@@ -52,8 +56,9 @@ type Reconciler struct {
 const Finalizer = "addon.kok.dev/cleanup"
 
 const (
-	// resync: a healthy addon is re-applied this often, so a deleted or
-	// edited object is back within it; settling while it is not.
+	// resync: a healthy addon is re-applied this often even when its
+	// watches saw nothing (a watch that was down); settling while it is
+	// not healthy. Deleted and edited objects wake it at once (watcher).
 	resync   = 30 * time.Second
 	settling = 5 * time.Second
 )
@@ -70,6 +75,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorderFor("addon-operator")
 	}
+	r.watches = newWatcher()
 	err := ctrl.NewControllerManagedBy(mgr).Named("clusteraddon").
 		For(&addonv1.ClusterAddon{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// A new Addon version, or a cluster whose control plane changed
@@ -80,6 +86,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&clusterv1.KubeCluster{}, handler.EnqueueRequestsFromMapFunc(r.addonsWhere(func(ca *addonv1.ClusterAddon, o client.Object) bool {
 			return ca.Namespace == o.GetNamespace() && ca.Spec.ClusterName == o.GetName()
 		}))).
+		// An addon object deleted or edited in a business cluster.
+		WatchesRawSource(source.Channel(r.watches.events, handler.EnqueueRequestsFromMapFunc(r.addonsWhere(func(ca *addonv1.ClusterAddon, o client.Object) bool {
+			return ca.Namespace == o.GetNamespace() && ca.Spec.ClusterName == o.GetName() && ca.Spec.Addon == o.GetLabels()[LabelAddon]
+		})))).
 		Complete(r)
 	if err != nil {
 		return err
@@ -116,6 +126,9 @@ func (r *Reconciler) addonsWhere(match func(*addonv1.ClusterAddon, client.Object
 func (r *Reconciler) reconcileCluster(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	kc := &clusterv1.KubeCluster{}
 	if err := r.Get(ctx, req.NamespacedName, kc); err != nil {
+		if apierrors.IsNotFound(err) && r.watches != nil {
+			r.watches.stop(req.NamespacedName)
+		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if kc.DeletionTimestamp != nil {
@@ -191,6 +204,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			orig = ca.DeepCopy()
 		}
 		r.apply(ctx, ca, st)
+		r.watch(ca, st)
 	}
 	computeStatus(ca, st)
 	if err := r.Status().Patch(ctx, ca, client.MergeFrom(orig)); err != nil {
@@ -415,6 +429,24 @@ func computeStatus(ca *addonv1.ClusterAddon, st *state) {
 	default:
 		set(addonv1.AddonHealthy, true, "Available", "every workload of the addon is available")
 	}
+}
+
+// watch has the objects' kinds watched in the business cluster, so a
+// deleted or edited object wakes this ClusterAddon at once.
+func (r *Reconciler) watch(ca *addonv1.ClusterAddon, st *state) {
+	if r.watches == nil || st.workload.Dynamic == nil || st.applyErr != nil {
+		return
+	}
+	var gvrs []schema.GroupVersionResource
+	for _, o := range st.objects {
+		gvk := o.GroupVersionKind()
+		m, err := st.workload.Objects.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			continue // applied a moment ago: the mapping is there, or the resync covers it
+		}
+		gvrs = append(gvrs, m.Resource)
+	}
+	r.watches.ensure(types.NamespacedName{Namespace: ca.Namespace, Name: ca.Spec.ClusterName}, st.workload, gvrs)
 }
 
 func (r *Reconciler) workload(ctx context.Context, kc *clusterv1.KubeCluster) (*workload.Cluster, error) {

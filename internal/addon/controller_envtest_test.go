@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -50,8 +51,12 @@ func TestMain(m *testing.M) {
 	if err == nil {
 		c, err = client.New(cfg, client.Options{Scheme: manager.Scheme()})
 	}
+	var dyn dynamic.Interface
 	if err == nil {
-		business = &workload.Cluster{Client: cs, Objects: c, Server: cfg.Host, CA: cfg.CAData}
+		dyn, err = dynamic.NewForConfig(cfg)
+	}
+	if err == nil {
+		business = &workload.Cluster{Client: cs, Objects: c, Dynamic: dyn, Server: cfg.Host, CA: cfg.CAData}
 		mgr, err = ctrl.NewManager(cfg, ctrl.Options{Scheme: manager.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
 	}
 	if err == nil {
@@ -207,7 +212,8 @@ func TestClusterAddons(t *testing.T) {
 			t.Fatal(err)
 		}
 		patch := client.MergeFrom(kc.DeepCopy())
-		kc.Spec.Addons = nil
+		// An empty list, not a missing one (that gets the defaults).
+		kc.Spec.Addons = []clusterv1.AddonRef{}
 		if err := c.Patch(ctx, kc, patch); err != nil {
 			t.Fatal(err)
 		}

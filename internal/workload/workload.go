@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,6 +25,8 @@ type Cluster struct {
 	// (any kind, typed or unstructured; used for server-side apply).
 	Client  kubernetes.Interface
 	Objects client.Client
+	// Dynamic watches any kind (the addon operator's informers).
+	Dynamic dynamic.Interface
 	// Server is the apiserver URL and CA its certificate authority (PEM),
 	// from the cluster's admin kubeconfig.
 	Server string
@@ -80,7 +83,11 @@ func (ws *Cache) Get(ctx context.Context, kc *clusterv1.KubeCluster) (*Cluster, 
 	if err != nil {
 		return nil, err
 	}
-	w := &Cluster{Client: cs, Objects: objs, Server: cfg.Host, CA: cfg.CAData}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	w := &Cluster{Client: cs, Objects: objs, Dynamic: dyn, Server: cfg.Host, CA: cfg.CAData}
 	if ws.cache == nil {
 		ws.cache = map[string]cached{}
 	}
