@@ -99,6 +99,22 @@ func serviceRestarts(t *testing.T, m *nodev1.Machine, name string) int32 {
 	return 0
 }
 
+// waitAddonHealthy waits for a cluster's ClusterAddon of addon to be
+// Healthy.
+func waitAddonHealthy(t *testing.T, c client.Client, cluster, addonName string, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, addonName+" Healthy", func() error {
+		ca := &addonv1.ClusterAddon{}
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: cluster, Name: cluster + "-" + addonName}, ca); err != nil {
+			return err
+		}
+		if cond := meta.FindStatusCondition(ca.Status.Conditions, addonv1.AddonHealthy); cond == nil || cond.Status != metav1.ConditionTrue {
+			return fmt.Errorf("Healthy %+v", cond)
+		}
+		return nil
+	})
+}
+
 // TestMachines: local hosts (network, mount, UTS and PID namespaces with
 // their own sshd) become Ready nodes of a business cluster through the
 // machine operator — over SSH, with kok-agent, components from the default
@@ -223,6 +239,25 @@ func TestMachines(t *testing.T) {
 		out := hostShell(t, dir, names[0], "ctr --address /run/containerd/containerd.sock -n k8s.io images ls -q | grep pause")
 		if !strings.Contains(out, "kok.local/pause:kok") {
 			t.Fatalf("images on %s: %s", names[0], out)
+		}
+	})
+
+	t.Run("pods reach each other across nodes, through Services and by name", func(t *testing.T) {
+		// The default addons (kube-proxy, flannel, CoreDNS) are Healthy.
+		for _, a := range []string{"kube-proxy", "flannel", "coredns"} {
+			waitAddonHealthy(t, c, cluster, a, 3*time.Minute)
+		}
+		addresses := map[string]string{}
+		for _, n := range names {
+			addresses[n] = getMachine(t, c, cluster, n).Spec.Address
+		}
+		start := time.Now()
+		w := deployWeb(t, bc, "web", names)
+		t.Logf("a web pod ready on each node %s after it was created", time.Since(start).Round(100*time.Millisecond))
+		checkPodNetwork(t, bc, businessRESTConfig(t, dir, cluster), w, addresses)
+		// flannel's kok-cni wrote the node's CNI configuration.
+		if out := hostShell(t, dir, names[0], "cat /etc/cni/net.d/10-flannel.conflist"); !strings.Contains(out, `"bridge"`) {
+			t.Fatalf("the CNI configuration on %s:\n%s", names[0], out)
 		}
 	})
 
@@ -471,26 +506,39 @@ func TestMachines(t *testing.T) {
 		}
 	})
 
-	t.Run("an addon installed with kok addons runs on the nodes and is kept", func(t *testing.T) {
+	t.Run("addons are kept: deleted and edited objects come back, kept changes stay", func(t *testing.T) {
+		// CoreDNS came with the cluster; kok addons changes its values.
 		t.Logf("%s", mustKok(t, dir, "addons", "install", "coredns", "--cluster", cluster, "--set", "replicas=2"))
-		name := client.ObjectKey{Namespace: cluster, Name: cluster + "-coredns"}
-		healthy := func(what string) {
-			eventually(t, 3*time.Minute, what, func() error {
-				ca := &addonv1.ClusterAddon{}
-				if err := c.Get(ctx, name, ca); err != nil {
-					return err
-				}
-				if cond := meta.FindStatusCondition(ca.Status.Conditions, addonv1.AddonHealthy); cond == nil || cond.Status != metav1.ConditionTrue {
-					return fmt.Errorf("Healthy %+v", cond)
-				}
-				return nil
-			})
-		}
-		healthy("coredns Healthy")
-		if out := mustKok(t, dir, "addons", "list", "--cluster", cluster); !strings.Contains(out, "coredns") || !strings.Contains(out, "True") {
+		deps := bc.AppsV1().Deployments("kube-system")
+		eventually(t, time.Minute, "CoreDNS at 2 replicas", func() error {
+			d, err := deps.Get(ctx, "coredns", metav1.GetOptions{})
+			if err != nil || *d.Spec.Replicas != 2 {
+				return fmt.Errorf("replicas %v (%v)", d.Spec.Replicas, err)
+			}
+			return nil
+		})
+		waitAddonHealthy(t, c, cluster, "coredns", 3*time.Minute)
+		if out := mustKok(t, dir, "addons", "list", "--cluster", cluster); !strings.Contains(out, "coredns") || !strings.Contains(out, "flannel") || !strings.Contains(out, "True") {
 			t.Fatalf("kok addons list:\n%s", out)
 		}
-		deps := bc.AppsV1().Deployments("kube-system")
+		// An edited kube-proxy DaemonSet is put back.
+		dss := bc.AppsV1().DaemonSets("kube-system")
+		edit := []byte(`[{"op":"replace","path":"/spec/template/spec/containers/0/resources/requests/cpu","value":"55m"}]`)
+		if _, err := dss.Patch(ctx, "kube-proxy", types.JSONPatchType, edit, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		edited := time.Now()
+		eventually(t, 2*time.Minute, "the edited kube-proxy DaemonSet put back", func() error {
+			ds, err := dss.Get(ctx, "kube-proxy", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if cpu := ds.Spec.Template.Spec.Containers[0].Resources.Requests.Cpu().String(); cpu != "10m" {
+				return fmt.Errorf("cpu request %s", cpu)
+			}
+			return nil
+		})
+		t.Logf("the edited kube-proxy DaemonSet was put back after %s", time.Since(edited).Round(100*time.Millisecond))
 		old, err := deps.Get(ctx, "coredns", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -507,7 +555,7 @@ func TestMachines(t *testing.T) {
 			return nil
 		})
 		t.Logf("the deleted CoreDNS Deployment was back after %s", time.Since(deleted).Round(100*time.Millisecond))
-		healthy("coredns Healthy again")
+		waitAddonHealthy(t, c, cluster, "coredns", 3*time.Minute)
 		// A user's kept change stays: replicas annotated as theirs.
 		patch := []byte(`{"metadata":{"annotations":{"` + addon.KeepAnnotation + `":"spec.replicas"}},"spec":{"replicas":3}}`)
 		if _, err := deps.Patch(ctx, "coredns", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
