@@ -110,7 +110,7 @@ func (r *Reconciler) observe(ctx context.Context, m *nodev1.Machine) (*state, er
 	for _, ref := range m.Spec.Components {
 		version := ref.Version
 		if version == "" && st.cluster != nil {
-			version = st.cluster.Spec.Version
+			version = runningVersion(st.cluster)
 		}
 		if version == "" {
 			continue // decided once the cluster exists
@@ -304,6 +304,17 @@ func (r *Reconciler) plan(ctx context.Context, m *nodev1.Machine, st *state) ([]
 	return order, d, nil
 }
 
+// runningVersion is the release a cluster's control plane runs (the
+// oldest of its components), which a Machine's unpinned components
+// follow: kubelets move only after the control plane finished an upgrade,
+// never ahead of an apiserver. A cluster not up yet has its spec's.
+func runningVersion(kc *clusterv1.KubeCluster) string {
+	if kc.Status.Version != "" {
+		return kc.Status.Version
+	}
+	return kc.Spec.Version
+}
+
 // values are what templates see for this Machine.
 func (r *Reconciler) values(m *nodev1.Machine, st *state) (Values, error) {
 	kc := st.cluster
@@ -313,7 +324,7 @@ func (r *Reconciler) values(m *nodev1.Machine, st *state) (Values, error) {
 	}
 	net := kc.Spec.Network
 	return Values{
-		Cluster: ClusterValues{Name: kc.Name, Version: kc.Spec.Version, APIServer: st.workload.Server,
+		Cluster: ClusterValues{Name: kc.Name, Version: runningVersion(kc), APIServer: st.workload.Server,
 			CA: string(st.workload.CA), CAHash: caHash,
 			DNSAddress: kube.NthIP(net.ServiceCIDR, 10), DNSDomain: net.DNSDomain,
 			PodCIDR: net.PodCIDR, ServiceCIDR: net.ServiceCIDR},

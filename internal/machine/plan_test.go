@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/agent"
 	"github.com/kubeonkube/kok/internal/pki"
@@ -292,5 +293,18 @@ func TestNodeMetadataCurrent(t *testing.T) {
 	n.Spec.Taints = nil
 	if nodeMetadataCurrent(n, m) {
 		t.Error("a missing taint is not current")
+	}
+}
+
+// TestRunningVersion: unpinned components follow the release the control
+// plane runs, not the one it is asked to run: kubelets never lead.
+func TestRunningVersion(t *testing.T) {
+	kc := &clusterv1.KubeCluster{Spec: clusterv1.KubeClusterSpec{Version: "v1.34.4"}}
+	if got := runningVersion(kc); got != "v1.34.4" {
+		t.Errorf("a cluster not up yet: %s", got)
+	}
+	kc.Status.Version = "v1.33.13" // upgrading
+	if got := runningVersion(kc); got != "v1.33.13" {
+		t.Errorf("an upgrading cluster: %s", got)
 	}
 }

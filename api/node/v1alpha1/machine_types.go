@@ -71,9 +71,11 @@ type ComponentRef struct {
 	// Name is the component's name (Component.spec.component).
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
-	// Version of the component; empty means the business cluster's
-	// Kubernetes version (for components released with Kubernetes, such
-	// as kubelet). The Component <name>-<version> must exist.
+	// Version of the component; empty means the Kubernetes release the
+	// business cluster's control plane runs (its status.version, for
+	// components released with Kubernetes, such as kubelet), so nodes
+	// move only after the control plane finished an upgrade. The
+	// Component <name>-<version> must exist.
 	// +optional
 	Version string `json:"version,omitempty"`
 }
