@@ -18,7 +18,7 @@ func newBuildCommand(o *globalOptions) *cobra.Command {
 		Use:   "build",
 		Short: "Build the Kubernetes, etcd, CoreDNS and registry binaries kok runs (cached)",
 		Long: `Build compiles kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
-kube-proxy, kubectl, etcd, CoreDNS, the CNCF Distribution registry, flanneld and
+kube-proxy, kubectl, etcd, CoreDNS, the CNCF Distribution registry, flanneld, metrics-server and
 agnhost (Kubernetes' test server) from the Go
 module proxy at the versions kok pins,
 into the cache directory. Finished builds are reused; 'kok up' calls this as needed.
@@ -36,6 +36,7 @@ With --all every pinned version is built (the tests need two Kubernetes minors),
 				func() (*build.Product, error) { return build.CoreDNS(versions.CoreDNS), nil },
 				func() (*build.Product, error) { return build.Registry(versions.Registry), nil },
 				func() (*build.Product, error) { return build.Flannel(ctx, b.Go, versions.Flannel) },
+				func() (*build.Product, error) { return build.MetricsServer(versions.MetricsServer), nil },
 			}
 			if all {
 				products = append(products, func() (*build.Product, error) { return build.Agnhost(ctx, b.Go, versions.DefaultKubernetes()) })

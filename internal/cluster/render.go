@@ -143,13 +143,17 @@ func APIServerDeployment(in RenderInput) *appsv1.Deployment {
 	p := func(f string) string { return pkiDir + "/" + f }
 	_, svcNet, _ := net.ParseCIDR(spec.Network.ServiceCIDR)
 	base := map[string]string{
-		"advertise-address":                  in.ServiceIP,
-		"allow-privileged":                   "true",
-		"authorization-mode":                 "Node,RBAC",
-		"bind-address":                       "0.0.0.0",
-		"client-ca-file":                     p("ca.crt"),
-		"enable-admission-plugins":           "NodeRestriction",
-		"enable-bootstrap-token-auth":        "true",
+		"advertise-address":           in.ServiceIP,
+		"allow-privileged":            "true",
+		"authorization-mode":          "Node,RBAC",
+		"bind-address":                "0.0.0.0",
+		"client-ca-file":              p("ca.crt"),
+		"enable-admission-plugins":    "NodeRestriction",
+		"enable-bootstrap-token-auth": "true",
+		// Aggregated APIs (metrics-server) are reached at their endpoints,
+		// not their ClusterIP, which the apiservers in the meta cluster
+		// cannot route to.
+		"enable-aggregator-routing":          "true",
 		"endpoint-reconciler-type":           "none",
 		"etcd-cafile":                        p("etcd/ca.crt"),
 		"etcd-certfile":                      p("etcd/client.crt"),

@@ -222,12 +222,13 @@ func ensureBuilt(ctx context.Context, b *build.Builder, c *Config) error {
 	if err != nil {
 		return err
 	}
-	// flanneld serves business clusters: their default CNI addon.
+	// flanneld and metrics-server serve business clusters: default addons.
 	fl, err := build.Flannel(ctx, b.Go, versions.Flannel)
 	if err != nil {
 		return err
 	}
-	for _, p := range []*build.Product{kp, build.Etcd(c.EtcdVersion), build.CoreDNS(versions.CoreDNS), build.Registry(versions.Registry), fl} {
+	for _, p := range []*build.Product{kp, build.Etcd(c.EtcdVersion), build.CoreDNS(versions.CoreDNS), build.Registry(versions.Registry), fl,
+		build.MetricsServer(versions.MetricsServer)} {
 		if _, err := b.Ensure(ctx, p); err != nil {
 			return err
 		}

@@ -48,6 +48,9 @@ func CoreDNSImage() string { return image.Prefix + "coredns:" + versions.CoreDNS
 // FlannelImage names the image of the flannel addon: flanneld and kok-cni.
 func FlannelImage() string { return image.Prefix + "flannel:" + versions.Flannel }
 
+// MetricsServerImage names the image of the metrics-server addon.
+func MetricsServerImage() string { return image.Prefix + "metrics-server:" + versions.MetricsServer }
+
 // AgnhostImage names the image of agnhost, Kubernetes' test server, built
 // at a Kubernetes release.
 func AgnhostImage(version string) string { return image.Prefix + "agnhost:" + version }
@@ -103,6 +106,12 @@ func imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
 			Ref: FlannelImage(), Layers: [][]image.File{iptables, {{Src: flanneld, Dst: "/usr/local/bin/flanneld", Mode: 0o755},
 				{Src: bins.CNI, Dst: "/usr/local/bin/kok-cni", Mode: 0o755}}},
 			Entrypoint: []string{"/usr/local/bin/flanneld"},
+		}}})
+	}
+	if ms := filepath.Join(b.Dir("metrics-server", versions.MetricsServer), "metrics-server"); fileExists(ms) {
+		sets = append(sets, ImageSet{Name: "metrics-server-" + versions.MetricsServer, Images: []image.Spec{{
+			Ref: MetricsServerImage(), Layers: [][]image.File{{{Src: ms, Dst: "/metrics-server", Mode: 0o755}, {Dst: "/tmp", Dir: true}}},
+			Entrypoint: []string{"/metrics-server"},
 		}}})
 	}
 	for _, v := range versions.Kubernetes {

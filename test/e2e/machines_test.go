@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -244,7 +245,7 @@ func TestMachines(t *testing.T) {
 
 	t.Run("pods reach each other across nodes, through Services and by name", func(t *testing.T) {
 		// The default addons (kube-proxy, flannel, CoreDNS) are Healthy.
-		for _, a := range []string{"kube-proxy", "flannel", "coredns"} {
+		for _, a := range []string{"kube-proxy", "flannel", "coredns", "metrics-server"} {
 			waitAddonHealthy(t, c, cluster, a, 3*time.Minute)
 		}
 		addresses := map[string]string{}
@@ -255,6 +256,20 @@ func TestMachines(t *testing.T) {
 		w := deployWeb(t, bc, "web", names)
 		t.Logf("a web pod ready on each node %s after it was created", time.Since(start).Round(100*time.Millisecond))
 		checkPodNetwork(t, bc, businessRESTConfig(t, dir, cluster), w, addresses)
+		// kubectl top nodes: metrics-server, through the apiserver.
+		eventually(t, 2*time.Minute, "resource metrics of every node", func() error {
+			raw, err := bc.CoreV1().RESTClient().Get().AbsPath("/apis/metrics.k8s.io/v1beta1/nodes").DoRaw(ctx)
+			if err != nil {
+				return err
+			}
+			var m struct {
+				Items []struct{ Metadata metav1.ObjectMeta }
+			}
+			if err := json.Unmarshal(raw, &m); err != nil || len(m.Items) != len(names) {
+				return fmt.Errorf("%d node metrics (%v): %s", len(m.Items), err, raw)
+			}
+			return nil
+		})
 		// flannel's kok-cni wrote the node's CNI configuration.
 		if out := hostShell(t, dir, names[0], "cat /etc/cni/net.d/10-flannel.conflist"); !strings.Contains(out, `"bridge"`) {
 			t.Fatalf("the CNI configuration on %s:\n%s", names[0], out)

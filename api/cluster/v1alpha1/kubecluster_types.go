@@ -47,12 +47,12 @@ type KubeClusterSpec struct {
 
 	// Addons installed into the business cluster and kept at their final
 	// state, a ClusterAddon each (named <cluster>-<addon>). Left out, a
-	// cluster gets a working network: kube-proxy, flannel and CoreDNS; an
-	// empty list installs none.
+	// cluster gets a working network and resource metrics: kube-proxy,
+	// flannel, CoreDNS and metrics-server; an empty list installs none.
 	// +listType=map
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=32
-	// +kubebuilder:default={{name: kube-proxy},{name: flannel},{name: coredns}}
+	// +kubebuilder:default={{name: kube-proxy},{name: flannel},{name: coredns},{name: metrics-server}}
 	// +optional
 	Addons []AddonRef `json:"addons"`
 

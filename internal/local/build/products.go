@@ -377,3 +377,20 @@ func Agnhost(ctx context.Context, goCmd, version string) (*Product, error) {
 		LDFlags:  "-s -w",
 	}, nil
 }
+
+// MetricsServerModule is metrics-server's module.
+const MetricsServerModule = "sigs.k8s.io/metrics-server"
+
+// MetricsServer returns the product for metrics-server: upstream's own main
+// package, named as a tool so that go mod tidy keeps its dependencies, its
+// version stamped in the way upstream's Makefile does.
+func MetricsServer(version string) *Product {
+	return &Product{
+		Name:    "metrics-server",
+		Version: version,
+		GoMod: fmt.Sprintf("module kok.local/build/metrics-server\n\ngo 1.24.4\n\nrequire %[1]s %[2]s\n\ntool %[1]s/cmd/metrics-server\n",
+			MetricsServerModule, version),
+		Binaries: map[string]string{"metrics-server": MetricsServerModule + "/cmd/metrics-server"},
+		LDFlags:  "-s -w -X k8s.io/client-go/pkg/version.gitVersion=" + version,
+	}
+}

@@ -24,6 +24,9 @@ const CoreDNS = "v1.14.7"
 // Flannel is the flannel release built for the default CNI addon.
 const Flannel = "v0.28.10"
 
+// MetricsServer is the metrics-server release built for the addon.
+const MetricsServer = "v0.8.0"
+
 // Registry is the CNCF Distribution release built for kok's registry, which
 // serves every kok-built image and binary to business-cluster nodes.
 const Registry = "v3.1.2"
