@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,7 @@ import (
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/clusterctl"
 	"github.com/kubeonkube/kok/internal/etcd"
@@ -322,7 +324,9 @@ func TestKubeCluster(t *testing.T) {
 }
 
 // TestKubeClusterUpgradeHA upgrades three apiservers from v1.33 to v1.34
-// while clients keep calling them, and counts failed requests.
+// while clients keep calling them and a Service on two machines, and
+// counts failed requests; kube-proxy and the kubelets follow once the
+// control plane finished.
 func TestKubeClusterUpgradeHA(t *testing.T) {
 	cfg := sharedCluster(t)
 	dir := shared.stateDir
@@ -334,6 +338,23 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 	if v, err := bc.Discovery().ServerVersion(); err != nil || v.GitVersion != "v1.33.13" {
 		t.Fatalf("server version %v, %v", v, err)
 	}
+	// Two machines at v1.33 run a web app behind a NodePort Service.
+	nodes := []string{"ha-1", "ha-2"}
+	for _, n := range nodes {
+		mustKok(t, dir, "machine", "create", n, "--cluster", name)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			_, _ = kok(t, dir, "machine", "delete", n)
+		}
+	})
+	for _, n := range nodes {
+		waitMachine(t, c, name, n, nodev1.MachineReady, 5*time.Minute)
+	}
+	web := deployWeb(t, bc, "web", nodes)
+	entry := net.JoinHostPort(getMachine(t, c, name, nodes[0]).Spec.Address, fmt.Sprint(web.nodePort))
+	var svcOK, svcFailed atomic.Int64
+	var svcFailures []string
 
 	var ok, failed atomic.Int64
 	var mu sync.Mutex
@@ -371,6 +392,26 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := get(entry, "/hostname"); err != nil {
+				svcFailed.Add(1)
+				mu.Lock()
+				svcFailures = append(svcFailures, fmt.Sprintf("%s %v", time.Now().Format("15:04:05.000"), err))
+				mu.Unlock()
+			} else {
+				svcOK.Add(1)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 	time.Sleep(2 * time.Second)
 	start := time.Now()
 	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"version":"v1.34.4"}}`))
@@ -380,12 +421,36 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 	}
 	waitClusterReady(t, c, kc, 5*time.Minute)
 	took := time.Since(start)
+	// Then the addons and the nodes: kube-proxy's image is the release
+	// the control plane runs, and so is the kubelet of a Machine that
+	// pins none.
+	eventually(t, 5*time.Minute, "kube-proxy and the kubelets at v1.34.4", func() error {
+		ds, err := bc.AppsV1().DaemonSets("kube-system").Get(ctx, "kube-proxy", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if img := ds.Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(img, ":v1.34.4") || ds.Status.UpdatedNumberScheduled != ds.Status.DesiredNumberScheduled ||
+			ds.Status.NumberAvailable != ds.Status.DesiredNumberScheduled {
+			return fmt.Errorf("kube-proxy %s: %d of %d updated, %d available", img, ds.Status.UpdatedNumberScheduled, ds.Status.DesiredNumberScheduled, ds.Status.NumberAvailable)
+		}
+		for _, n := range nodes {
+			if m := getMachine(t, c, name, n); m.Status.KubeletVersion != "v1.34.4" || !meta.IsStatusConditionTrue(m.Status.Conditions, nodev1.MachineReady) {
+				return fmt.Errorf("%s: kubelet %s, %s", n, m.Status.KubeletVersion, describeConditions(m.Status.Conditions))
+			}
+		}
+		return nil
+	})
+	all := time.Since(start)
 	time.Sleep(2 * time.Second)
 	close(stop)
 	wg.Wait()
-	t.Logf("upgrade v1.33.13 → v1.34.4 with 3 apiservers took %s; %d requests ok, %d failed", took.Round(100*time.Millisecond), ok.Load(), failed.Load())
+	t.Logf("upgrade v1.33.13 → v1.34.4 with 3 apiservers took %s (%s with kube-proxy and two kubelets); apiserver: %d requests ok, %d failed; Service: %d ok, %d failed",
+		took.Round(100*time.Millisecond), all.Round(100*time.Millisecond), ok.Load(), failed.Load(), svcOK.Load(), svcFailed.Load())
 	if f := failed.Load(); f > 0 {
 		t.Errorf("%d requests failed during the upgrade:\n%s", f, strings.Join(failures, "\n"))
+	}
+	if f := svcFailed.Load(); f > 0 {
+		t.Errorf("%d requests to the Service failed during the upgrade:\n%s", f, strings.Join(svcFailures, "\n"))
 	}
 	if v, err := bc.Discovery().ServerVersion(); err != nil || v.GitVersion != "v1.34.4" {
 		t.Fatalf("after the upgrade: server version %v, %v", v, err)
@@ -394,6 +459,9 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 		if comp.Version != "v1.34.4" || comp.ReadyReplicas != 3 {
 			t.Errorf("component %+v not upgraded", comp)
 		}
+	}
+	for _, n := range nodes {
+		mustKok(t, dir, "machine", "delete", n)
 	}
 	if os.Getenv("KOK_E2E_KEEP") == "" {
 		mustKok(t, dir, "delete", "cluster", name)
