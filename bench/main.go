@@ -61,7 +61,7 @@ type Machine struct {
 
 func main() {
 	out := flag.String("out", "bench/results", "directory for result files")
-	only := flag.String("only", "", "run one benchmark: platform, clusters, etcd or machines (default: all)")
+	only := flag.String("only", "", "run one benchmark: platform, clusters, etcd, machines or addons (default: all)")
 	cold := flag.Bool("cold", false, "also measure a cold kok up: empty Go build cache and kok cache (rebuilds Kubernetes; ≈15 min on 2 cores)")
 	createClusters := flag.Int("create-clusters", 0, "development: create this many business clusters, one after another, on the running meta cluster of -kubeconfig and print how long each took to be Ready, with its timeline (nothing is written)")
 	upgrade := flag.Bool("upgrade", false, "development: with -create-clusters, also time an HA upgrade")
@@ -137,6 +137,9 @@ func main() {
 	case "machines":
 		benchMachines(*out, kokBin, cacheDir)
 		return
+	case "addons":
+		benchAddons(*out, kokBin, cacheDir)
+		return
 	}
 	res.Runs = append(res.Runs, measure("warm-fresh", "binaries cached, empty state dir (images imported into a new containerd)", kokBin, cacheDir, false)...)
 	for _, r := range res.Runs {
@@ -147,6 +150,7 @@ func main() {
 		benchClusters(*out, kokBin, cacheDir)
 		benchEtcd(*out, kokBin, cacheDir)
 		benchMachines(*out, kokBin, cacheDir)
+		benchAddons(*out, kokBin, cacheDir)
 	}
 }
 
@@ -175,7 +179,7 @@ func up(name, desc, kokBin, stateDir, cacheDir string) Run {
 	cfg := local.DefaultConfig()
 	cfg.StateDir, cfg.CacheDir = stateDir, cacheDir
 	bins := local.Binaries{Manager: filepath.Join(filepath.Dir(kokBin), "kok-manager"), Pause: filepath.Join(filepath.Dir(kokBin), "kok-pause"),
-		Agent: filepath.Join(filepath.Dir(kokBin), "kok-agent")}
+		Agent: filepath.Join(filepath.Dir(kokBin), "kok-agent"), CNI: filepath.Join(filepath.Dir(kokBin), "kok-cni")}
 	start := time.Now()
 	r, err := local.Up(context.Background(), local.UpOptions{Config: cfg, Bins: bins, Builder: builder(cacheDir), Self: kokBin, Out: os.Stdout, Timeout: 30 * time.Minute})
 	run := Run{Name: name, Description: desc, Seconds: time.Since(start).Seconds()}
