@@ -14,6 +14,8 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,4 +163,29 @@ func runPodToCompletion(t *testing.T, cs kubernetes.Interface, pod *corev1.Pod, 
 		t.Fatalf("pod %s %s; log:\n%s", pod.Name, phase, logs)
 	}
 	return string(logs)
+}
+
+// tally counts calls that succeeded and failed, keeping each failure with
+// its time; safe for concurrent use.
+type tally struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	failures   []string
+}
+
+func (t *tally) record(err error) {
+	if err == nil {
+		t.ok.Add(1)
+		return
+	}
+	t.failed.Add(1)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.failures = append(t.failures, fmt.Sprintf("%s %v", time.Now().Format("15:04:05.000"), err))
+}
+
+func (t *tally) list() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.failures, "\n")
 }

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -353,12 +352,7 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 	}
 	web := deployWeb(t, bc, "web", nodes)
 	entry := net.JoinHostPort(getMachine(t, c, name, nodes[0]).Spec.Address, fmt.Sprint(web.nodePort))
-	var svcOK, svcFailed atomic.Int64
-	var svcFailures []string
-
-	var ok, failed atomic.Int64
-	var mu sync.Mutex
-	var failures []string
+	var api, svc tally
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range 2 {
@@ -380,14 +374,7 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 					_, err = bc.CoreV1().ConfigMaps("default").Create(rctx, cm, metav1.CreateOptions{})
 				}
 				cancel()
-				if err != nil {
-					failed.Add(1)
-					mu.Lock()
-					failures = append(failures, fmt.Sprintf("%s %v", time.Now().Format("15:04:05.000"), err))
-					mu.Unlock()
-				} else {
-					ok.Add(1)
-				}
+				api.record(err)
 				time.Sleep(20 * time.Millisecond)
 			}
 		}()
@@ -401,14 +388,8 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := get(entry, "/hostname"); err != nil {
-				svcFailed.Add(1)
-				mu.Lock()
-				svcFailures = append(svcFailures, fmt.Sprintf("%s %v", time.Now().Format("15:04:05.000"), err))
-				mu.Unlock()
-			} else {
-				svcOK.Add(1)
-			}
+			_, err := get(entry, "/hostname")
+			svc.record(err)
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
@@ -445,12 +426,12 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	t.Logf("upgrade v1.33.13 → v1.34.4 with 3 apiservers took %s (%s with kube-proxy and two kubelets); apiserver: %d requests ok, %d failed; Service: %d ok, %d failed",
-		took.Round(100*time.Millisecond), all.Round(100*time.Millisecond), ok.Load(), failed.Load(), svcOK.Load(), svcFailed.Load())
-	if f := failed.Load(); f > 0 {
-		t.Errorf("%d requests failed during the upgrade:\n%s", f, strings.Join(failures, "\n"))
+		took.Round(100*time.Millisecond), all.Round(100*time.Millisecond), api.ok.Load(), api.failed.Load(), svc.ok.Load(), svc.failed.Load())
+	if f := api.failed.Load(); f > 0 {
+		t.Errorf("%d requests failed during the upgrade:\n%s", f, api.list())
 	}
-	if f := svcFailed.Load(); f > 0 {
-		t.Errorf("%d requests to the Service failed during the upgrade:\n%s", f, strings.Join(svcFailures, "\n"))
+	if f := svc.failed.Load(); f > 0 {
+		t.Errorf("%d requests to the Service failed during the upgrade:\n%s", f, svc.list())
 	}
 	if v, err := bc.Discovery().ServerVersion(); err != nil || v.GitVersion != "v1.34.4" {
 		t.Fatalf("after the upgrade: server version %v, %v", v, err)

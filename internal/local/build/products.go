@@ -224,14 +224,20 @@ const RegistryModule = "github.com/distribution/distribution/v3"
 // wrapper module as a tool so that go mod tidy keeps its dependencies. The
 // version is stamped in, so the registry reports it instead of "+unknown".
 func Registry(version string) *Product {
+	// distribution v3.1 needs Go 1.26.
+	return toolProduct("registry", RegistryModule, "/cmd/registry", "1.26.0", version, RegistryModule+"/version.version")
+}
+
+// toolProduct is a product built from an upstream main package named in the
+// wrapper module as a tool (so that go mod tidy keeps its dependencies),
+// with its version stamped into versionVar.
+func toolProduct(name, module, cmd, goVersion, version, versionVar string) *Product {
 	return &Product{
-		Name:    "registry",
-		Version: version,
-		// distribution v3.1 needs Go 1.26.
-		GoMod: fmt.Sprintf("module kok.local/build/registry\n\ngo 1.26.0\n\nrequire %[1]s %[2]s\n\ntool %[1]s/cmd/registry\n",
-			RegistryModule, version),
-		Binaries: map[string]string{"registry": RegistryModule + "/cmd/registry"},
-		LDFlags:  "-s -w -X " + RegistryModule + "/version.version=" + version,
+		Name:     name,
+		Version:  version,
+		GoMod:    fmt.Sprintf("module kok.local/build/%s\n\ngo %s\n\nrequire %s %s\n\ntool %s%s\n", name, goVersion, module, version, module, cmd),
+		Binaries: map[string]string{name: module + cmd},
+		LDFlags:  "-s -w -X " + versionVar + "=" + version,
 	}
 }
 
@@ -382,15 +388,7 @@ func Agnhost(ctx context.Context, goCmd, version string) (*Product, error) {
 const MetricsServerModule = "sigs.k8s.io/metrics-server"
 
 // MetricsServer returns the product for metrics-server: upstream's own main
-// package, named as a tool so that go mod tidy keeps its dependencies, its
-// version stamped in the way upstream's Makefile does.
+// package, its version stamped in the way upstream's Makefile does.
 func MetricsServer(version string) *Product {
-	return &Product{
-		Name:    "metrics-server",
-		Version: version,
-		GoMod: fmt.Sprintf("module kok.local/build/metrics-server\n\ngo 1.24.4\n\nrequire %[1]s %[2]s\n\ntool %[1]s/cmd/metrics-server\n",
-			MetricsServerModule, version),
-		Binaries: map[string]string{"metrics-server": MetricsServerModule + "/cmd/metrics-server"},
-		LDFlags:  "-s -w -X k8s.io/client-go/pkg/version.gitVersion=" + version,
-	}
+	return toolProduct("metrics-server", MetricsServerModule, "/cmd/metrics-server", "1.24.4", version, "k8s.io/client-go/pkg/version.gitVersion")
 }
