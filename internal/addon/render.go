@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,20 +56,14 @@ const (
 
 // ClusterValuesFor derives the template values of kc, reached at server.
 func ClusterValuesFor(kc *clusterv1.KubeCluster, server string) (ClusterValues, error) {
-	u, err := url.Parse(server)
-	if err != nil || u.Hostname() == "" {
-		return ClusterValues{}, fmt.Errorf("the apiserver URL %q does not parse", server)
-	}
-	port := 443
-	if p := u.Port(); p != "" {
-		if port, err = strconv.Atoi(p); err != nil {
-			return ClusterValues{}, fmt.Errorf("the apiserver URL %q: %w", server, err)
-		}
+	host, port, err := kube.ServerHostPort(server)
+	if err != nil {
+		return ClusterValues{}, err
 	}
 	n := kc.Spec.Network
 	return ClusterValues{Name: kc.Name, Version: kc.Status.Version, Minor: minorOf(kc.Status.Version),
 		PodCIDR: n.PodCIDR, ServiceCIDR: n.ServiceCIDR, DNSAddress: kube.NthIP(n.ServiceCIDR, 10), DNSDomain: n.DNSDomain,
-		APIServerHost: u.Hostname(), APIServerPort: port}, nil
+		APIServerHost: host, APIServerPort: port}, nil
 }
 
 // minorOf is "v1.34" of "v1.34.4".

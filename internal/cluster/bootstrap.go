@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/url"
-	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -76,14 +74,13 @@ func EnsureBootstrapObjects(ctx context.Context, cs kubernetes.Interface, server
 // nodes), so kok writes what they would: the Endpoints (not mirrored) and
 // the EndpointSlice kube-proxy and CoreDNS read.
 func applyKubernetesEndpoints(ctx context.Context, cs kubernetes.Interface, server string) error {
-	u, err := url.Parse(server)
+	host, port, err := kube.ServerHostPort(server)
 	if err != nil {
-		return fmt.Errorf("the apiserver endpoint %q: %w", server, err)
+		return err
 	}
-	ip := net.ParseIP(u.Hostname())
-	port, err := strconv.ParseInt(u.Port(), 10, 32)
-	if ip == nil || err != nil {
-		return fmt.Errorf("the apiserver endpoint %q is not an IP address and port: the kubernetes Service needs both", server)
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return fmt.Errorf("the apiserver endpoint %q is not an IP address: the kubernetes Service's endpoints need one", server)
 	}
 	const name, portName = "kubernetes", "https"
 	opts := kube.ApplyOptions()

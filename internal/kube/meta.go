@@ -3,6 +3,8 @@ package kube
 import (
 	"fmt"
 	"net"
+	"net/url"
+	"strconv"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilversion "k8s.io/apimachinery/pkg/util/version"
@@ -85,4 +87,21 @@ func NthIP(cidr string, n int) string {
 	ip := ipnet.IP.To4()
 	v := uint32(ip[0])<<24 | uint32(ip[1])<<16 | uint32(ip[2])<<8 | uint32(ip[3]) + uint32(n)
 	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).String()
+}
+
+// ServerHostPort splits an apiserver URL (https://10.0.0.1:6443) into its
+// host and port; the port is 443 when the URL names none.
+func ServerHostPort(server string) (string, int, error) {
+	u, err := url.Parse(server)
+	if err != nil || u.Hostname() == "" {
+		return "", 0, fmt.Errorf("the apiserver URL %q does not parse", server)
+	}
+	if u.Port() == "" {
+		return u.Hostname(), 443, nil
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		return "", 0, fmt.Errorf("the apiserver URL %q: %w", server, err)
+	}
+	return u.Hostname(), port, nil
 }

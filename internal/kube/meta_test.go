@@ -45,3 +45,21 @@ func TestNthIP(t *testing.T) {
 		}
 	}
 }
+
+func TestServerHostPort(t *testing.T) {
+	for _, tc := range []struct {
+		server, host string
+		port         int
+		bad          bool
+	}{
+		{server: "https://10.201.0.7:6443", host: "10.201.0.7", port: 6443},
+		{server: "https://api.example", host: "api.example", port: 443},
+		{server: "https://[fd00::1]:6443", host: "fd00::1", port: 6443},
+		{server: "::", bad: true},
+	} {
+		host, port, err := ServerHostPort(tc.server)
+		if (err != nil) != tc.bad || host != tc.host || port != tc.port {
+			t.Errorf("ServerHostPort(%q) = %q, %d, %v", tc.server, host, port, err)
+		}
+	}
+}

@@ -109,20 +109,12 @@ func imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
 		}}})
 	}
 	if ms := filepath.Join(b.Dir("metrics-server", versions.MetricsServer), "metrics-server"); fileExists(ms) {
-		sets = append(sets, ImageSet{Name: "metrics-server-" + versions.MetricsServer, Images: []image.Spec{{
-			Ref: MetricsServerImage(), Layers: [][]image.File{{{Src: ms, Dst: "/metrics-server", Mode: 0o755}, {Dst: "/tmp", Dir: true}}},
-			Entrypoint: []string{"/metrics-server"},
-		}}})
+		sets = append(sets, binaryImage("metrics-server-"+versions.MetricsServer, MetricsServerImage(), ms))
 	}
 	for _, v := range versions.Kubernetes {
-		agnhost := filepath.Join(b.Dir("agnhost", v), "agnhost")
-		if !fileExists(agnhost) {
-			continue
+		if agnhost := filepath.Join(b.Dir("agnhost", v), "agnhost"); fileExists(agnhost) {
+			sets = append(sets, binaryImage("agnhost-"+v, AgnhostImage(v), agnhost))
 		}
-		sets = append(sets, ImageSet{Name: "agnhost-" + v, Images: []image.Spec{{
-			Ref: AgnhostImage(v), Layers: [][]image.File{{{Src: agnhost, Dst: "/agnhost", Mode: 0o755}, {Dst: "/tmp", Dir: true}}},
-			Entrypoint: []string{"/agnhost"},
-		}}})
 	}
 	for _, v := range versions.Kubernetes {
 		dir := b.Dir("kubernetes", v)
@@ -160,6 +152,14 @@ func imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
 			Entrypoint: []string{"/usr/local/bin/etcd"}}}})
 	}
 	return sets, nil
+}
+
+// binaryImage is an image set of one image: the static program src at
+// /<its name>, its entrypoint, and a /tmp.
+func binaryImage(set, ref, src string) ImageSet {
+	dst := "/" + filepath.Base(src)
+	return ImageSet{Name: set, Images: []image.Spec{{Ref: ref, Layers: [][]image.File{{{Src: src, Dst: dst, Mode: 0o755}, {Dst: "/tmp", Dir: true}}},
+		Entrypoint: []string{dst}}}}
 }
 
 // iptablesLayer is this machine's iptables (Debian's, the nf_tables
