@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kubeonkube/kok/internal/local"
 	"github.com/kubeonkube/kok/internal/local/build"
 	"github.com/kubeonkube/kok/internal/local/versions"
 )
@@ -18,8 +19,8 @@ func newBuildCommand(o *globalOptions) *cobra.Command {
 		Use:   "build",
 		Short: "Build the Kubernetes, etcd, CoreDNS and registry binaries kok runs (cached)",
 		Long: `Build compiles kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
-kube-proxy, kubectl, etcd, CoreDNS, the CNCF Distribution registry, flanneld, metrics-server and
-agnhost (Kubernetes' test server) from the Go
+kube-proxy, kubectl, etcd, CoreDNS, the CNCF Distribution registry, flanneld, metrics-server,
+konnectivity's proxy server and agent, and agnhost (Kubernetes' test server) from the Go
 module proxy at the versions kok pins,
 into the cache directory. Finished builds are reused; 'kok up' calls this as needed.
 With --all every pinned version is built (the tests need two Kubernetes minors), and agnhost.`,
@@ -30,28 +31,28 @@ With --all every pinned version is built (the tests need two Kubernetes minors),
 			ctx := cmd.Context()
 			// What kok up needs comes first; with --all, the test-only
 			// builds and the older releases follow.
-			products := []func() (*build.Product, error){
-				func() (*build.Product, error) { return build.Kubernetes(ctx, b.Go, versions.DefaultKubernetes()) },
-				func() (*build.Product, error) { return build.Etcd(versions.DefaultEtcd()), nil },
-				func() (*build.Product, error) { return build.CoreDNS(versions.CoreDNS), nil },
-				func() (*build.Product, error) { return build.Registry(versions.Registry), nil },
-				func() (*build.Product, error) { return build.Flannel(ctx, b.Go, versions.Flannel) },
-				func() (*build.Product, error) { return build.MetricsServer(versions.MetricsServer), nil },
+			products, err := local.UpProducts(ctx, b.Go, versions.DefaultKubernetes(), versions.DefaultEtcd())
+			if err != nil {
+				return err
 			}
 			if all {
-				products = append(products, func() (*build.Product, error) { return build.Agnhost(ctx, b.Go, versions.DefaultKubernetes()) })
-				for _, v := range versions.Kubernetes[1:] {
-					products = append(products, func() (*build.Product, error) { return build.Kubernetes(ctx, b.Go, v) })
-				}
-				for _, v := range versions.Etcd[1:] {
-					products = append(products, func() (*build.Product, error) { return build.Etcd(v), nil })
-				}
-			}
-			for _, product := range products {
-				p, err := product()
+				agnhost, err := build.Agnhost(ctx, b.Go, versions.DefaultKubernetes())
 				if err != nil {
 					return err
 				}
+				products = append(products, agnhost)
+				for _, v := range versions.Kubernetes[1:] {
+					kp, err := build.Kubernetes(ctx, b.Go, v)
+					if err != nil {
+						return err
+					}
+					products = append(products, kp)
+				}
+				for _, v := range versions.Etcd[1:] {
+					products = append(products, build.Etcd(v))
+				}
+			}
+			for _, p := range products {
 				if _, err := b.Ensure(ctx, p); err != nil {
 					return err
 				}

@@ -218,20 +218,30 @@ func socketReady(path string) func(ctx context.Context) error {
 
 // ensureBuilt builds the binaries the meta cluster of c runs.
 func ensureBuilt(ctx context.Context, b *build.Builder, c *Config) error {
-	kp, err := build.Kubernetes(ctx, b.Go, c.KubernetesVersion)
+	products, err := UpProducts(ctx, b.Go, c.KubernetesVersion, c.EtcdVersion)
 	if err != nil {
 		return err
 	}
-	// flanneld and metrics-server serve business clusters: default addons.
-	fl, err := build.Flannel(ctx, b.Go, versions.Flannel)
-	if err != nil {
-		return err
-	}
-	for _, p := range []*build.Product{kp, build.Etcd(c.EtcdVersion), build.CoreDNS(versions.CoreDNS), build.Registry(versions.Registry), fl,
-		build.MetricsServer(versions.MetricsServer)} {
+	for _, p := range products {
 		if _, err := b.Ensure(ctx, p); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// UpProducts are the builds kok up needs, for a meta cluster of the given
+// Kubernetes and etcd releases: those, CoreDNS and the registry, and what
+// the default addons run (flanneld, metrics-server, konnectivity).
+func UpProducts(ctx context.Context, goCmd, kubernetes, etcd string) ([]*build.Product, error) {
+	kp, err := build.Kubernetes(ctx, goCmd, kubernetes)
+	if err != nil {
+		return nil, err
+	}
+	fl, err := build.Flannel(ctx, goCmd, versions.Flannel)
+	if err != nil {
+		return nil, err
+	}
+	return []*build.Product{kp, build.Etcd(etcd), build.CoreDNS(versions.CoreDNS), build.Registry(versions.Registry), fl,
+		build.MetricsServer(versions.MetricsServer), build.Konnectivity(versions.Konnectivity)}, nil
 }

@@ -51,6 +51,12 @@ func FlannelImage() string { return image.Prefix + "flannel:" + versions.Flannel
 // MetricsServerImage names the image of the metrics-server addon.
 func MetricsServerImage() string { return image.Prefix + "metrics-server:" + versions.MetricsServer }
 
+// KonnectivityImage names the image of konnectivity's proxy server (part
+// "server", beside each apiserver) or agent ("agent", the addon).
+func KonnectivityImage(part string) string {
+	return image.Prefix + "konnectivity-" + part + ":" + versions.Konnectivity
+}
+
 // AgnhostImage names the image of agnhost, Kubernetes' test server, built
 // at a Kubernetes release.
 func AgnhostImage(version string) string { return image.Prefix + "agnhost:" + version }
@@ -110,6 +116,10 @@ func imageSets(b *build.Builder, bins Binaries) ([]ImageSet, error) {
 	}
 	if ms := filepath.Join(b.Dir("metrics-server", versions.MetricsServer), "metrics-server"); fileExists(ms) {
 		sets = append(sets, binaryImage("metrics-server-"+versions.MetricsServer, MetricsServerImage(), ms))
+	}
+	if dir := b.Dir("konnectivity", versions.Konnectivity); fileExists(filepath.Join(dir, "proxy-server")) {
+		sets = append(sets, binaryImage("konnectivity-server-"+versions.Konnectivity, KonnectivityImage("server"), filepath.Join(dir, "proxy-server")),
+			binaryImage("konnectivity-agent-"+versions.Konnectivity, KonnectivityImage("agent"), filepath.Join(dir, "proxy-agent")))
 	}
 	for _, v := range versions.Kubernetes {
 		if agnhost := filepath.Join(b.Dir("agnhost", v), "agnhost"); fileExists(agnhost) {

@@ -392,3 +392,23 @@ const MetricsServerModule = "sigs.k8s.io/metrics-server"
 func MetricsServer(version string) *Product {
 	return toolProduct("metrics-server", MetricsServerModule, "/cmd/metrics-server", "1.24.4", version, "k8s.io/client-go/pkg/version.gitVersion")
 }
+
+// KonnectivityModule is apiserver-network-proxy's module: konnectivity's
+// proxy server and agent.
+const KonnectivityModule = "sigs.k8s.io/apiserver-network-proxy"
+
+// Konnectivity returns the product for konnectivity: upstream's own proxy
+// server and agent main packages, named as tools. Upstream's go.mod points
+// its client library at a directory of its repository, which a dependency's
+// replace cannot do, so the wrapper requires the client at the same
+// release from the module proxy.
+func Konnectivity(version string) *Product {
+	return &Product{
+		Name:    "konnectivity",
+		Version: version,
+		GoMod: fmt.Sprintf("module kok.local/build/konnectivity\n\ngo 1.24.7\n\nrequire (\n\t%[1]s %[2]s\n\t%[1]s/konnectivity-client %[2]s\n)\n\n"+
+			"tool (\n\t%[1]s/cmd/agent\n\t%[1]s/cmd/server\n)\n", KonnectivityModule, version),
+		Binaries: map[string]string{"proxy-server": KonnectivityModule + "/cmd/server", "proxy-agent": KonnectivityModule + "/cmd/agent"},
+		LDFlags:  "-s -w",
+	}
+}

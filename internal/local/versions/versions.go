@@ -27,6 +27,10 @@ const Flannel = "v0.28.10"
 // MetricsServer is the metrics-server release built for the addon.
 const MetricsServer = "v0.8.0"
 
+// Konnectivity is the apiserver-network-proxy release built for the proxy
+// server beside each apiserver and the konnectivity addon's agent.
+const Konnectivity = "v0.34.0"
+
 // Registry is the CNCF Distribution release built for kok's registry, which
 // serves every kok-built image and binary to business-cluster nodes.
 const Registry = "v3.1.2"
