@@ -42,6 +42,9 @@ type ClusterValues struct {
 	// (pods too, before kube-proxy serves the kubernetes Service).
 	APIServerHost string
 	APIServerPort int
+	// KonnectivityPort: where konnectivity agents reach the proxy servers
+	// beside the apiservers (at APIServerHost).
+	KonnectivityPort int
 }
 
 // Labels kok puts on every object of an addon.
@@ -63,7 +66,7 @@ func ClusterValuesFor(kc *clusterv1.KubeCluster, server string) (ClusterValues, 
 	n := kc.Spec.Network
 	return ClusterValues{Name: kc.Name, Version: kc.Status.Version, Minor: minorOf(kc.Status.Version),
 		PodCIDR: n.PodCIDR, ServiceCIDR: n.ServiceCIDR, DNSAddress: kube.NthIP(n.ServiceCIDR, 10), DNSDomain: n.DNSDomain,
-		APIServerHost: host, APIServerPort: port}, nil
+		APIServerHost: host, APIServerPort: port, KonnectivityPort: clusterv1.KonnectivityPort}, nil
 }
 
 // minorOf is "v1.34" of "v1.34.4".

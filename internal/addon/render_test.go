@@ -1,6 +1,7 @@
 package addon
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,6 +65,14 @@ func TestCatalogRenders(t *testing.T) {
 				for _, c := range containers {
 					if img := c.(map[string]any)["image"].(string); !strings.HasPrefix(img, "kok.local/") {
 						t.Errorf("%s: image %s is not from the registry setting", f, img)
+					}
+				}
+				// konnectivity's agents dial the proxy servers where
+				// nodes reach the apiserver.
+				if a.Spec.Addon == "konnectivity" {
+					args := fmt.Sprint(containers[0].(map[string]any)["args"])
+					if !strings.Contains(args, "--proxy-server-host=10.200.0.7") || !strings.Contains(args, "--proxy-server-port=8132") {
+						t.Errorf("%s: agent args %s", f, args)
 					}
 				}
 			}

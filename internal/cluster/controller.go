@@ -51,6 +51,9 @@ type Reconciler struct {
 	// prefix-confined etcd user; nil uses etcd.EnsureTenant through the
 	// EtcdCluster's root client.
 	EtcdTenant func(ctx context.Context, ec *etcdv1.EtcdCluster, user, prefix string) error
+	// KonnectivityAgents counts a proxy server's agents; nil reads its
+	// metrics at the pod's address.
+	KonnectivityAgents KonnectivityAgents
 	// bootstrapped and tenants remember, per existing cluster, what was
 	// last applied into the business cluster or etcd and when, so neither
 	// is asked again each pass; entries expire after refreshEvery and go
@@ -63,7 +66,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=cluster.kok.dev,resources=kubernetesversions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=etcd.kok.dev,resources=etcdclusters,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;secrets;configmaps,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
@@ -109,8 +112,9 @@ var etcdSummaryChanged = predicate.Funcs{UpdateFunc: func(ev event.UpdateEvent) 
 }}
 
 const (
-	requeueBusy   = 2 * time.Second
-	requeueSteady = time.Minute
+	requeueBusy    = 2 * time.Second
+	requeueSteady  = time.Minute
+	requeueTunnels = 10 * time.Second
 )
 
 // Reconcile drives one KubeCluster towards its spec and records status.
@@ -158,6 +162,10 @@ func requeueAfter(kc *clusterv1.KubeCluster, st *state) time.Duration {
 	}
 	if conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionProgressing) || !conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionReady) {
 		return requeueBusy
+	}
+	if len(st.konnectivity) > 0 && !conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionKonnectivityReady) {
+		// Proxy servers run and wait for agents (nodes joining).
+		return requeueTunnels
 	}
 	return requeueSteady
 }

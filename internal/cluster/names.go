@@ -68,6 +68,17 @@ func (n Names) ControllerManagerKubeconfig() string {
 func (n Names) SchedulerKubeconfig() string { return n.Cluster + "-scheduler-kubeconfig" }
 func (n Names) AdminKubeconfig() string     { return n.Cluster + "-admin-kubeconfig" }
 
+// KonnectivityServerSecret is the certificate the proxy servers show the
+// agents; KonnectivityKubeconfig what they review the agents' tokens with.
+func (n Names) KonnectivityServerSecret() string { return n.Cluster + "-konnectivity-server-tls" }
+func (n Names) KonnectivityKubeconfig() string {
+	return n.Cluster + "-konnectivity-server-kubeconfig"
+}
+
+// EgressSelectorConfigMap holds the apiservers' egress selector
+// configuration (cluster traffic through konnectivity).
+func (n Names) EgressSelectorConfigMap() string { return n.Cluster + "-egress-selector" }
+
 // ServiceHost is the apiserver Service's DNS name inside the meta cluster.
 func (n Names) ServiceHost() string { return fmt.Sprintf("%s.%s.svc", n.Service(), n.Namespace) }
 

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -57,6 +58,9 @@ type state struct {
 	// bootstrapErr: the bootstrap objects could not be applied into the
 	// business cluster.
 	bootstrapErr error
+	// konnectivity: the proxy servers beside the apiservers and their
+	// agents, when the cluster lists the konnectivity addon.
+	konnectivity []serverAgents
 }
 
 // serviceIP is the apiserver Service's cluster IP ("" while unassigned).
@@ -152,6 +156,17 @@ func (r *Reconciler) observe(ctx context.Context, kc *clusterv1.KubeCluster, n N
 		}
 		if msg := kube.ContainerProblem(p); msg != "" {
 			st.problems[c] = fmt.Sprintf("pod %s: %s", p.Name, msg)
+		}
+	}
+	if kc.Spec.KonnectivityEnabled() {
+		agents := r.KonnectivityAgents
+		if agents == nil {
+			agents = scrapeKonnectivityAgents
+		}
+		servers := proxyServerPods(pods.Items)
+		for _, name := range slices.Sorted(maps.Keys(servers)) {
+			n, err := agents(ctx, servers[name])
+			st.konnectivity = append(st.konnectivity, serverAgents{pod: name, agents: n, err: err})
 		}
 	}
 	st.observed = true

@@ -251,7 +251,8 @@ func (r *Reconciler) pkiInput(kc *clusterv1.KubeCluster, n Names, st *state) PKI
 
 func (n Names) secretNames() []string {
 	return []string{n.CASecret(), n.FrontProxyCASecret(), n.ServiceAccountSecret(), n.APIServerSecret(), n.KubeletClientSecret(),
-		n.EtcdClientSecret(), n.FrontProxyClientSecret(), n.ControllerManagerKubeconfig(), n.SchedulerKubeconfig(), n.AdminKubeconfig()}
+		n.EtcdClientSecret(), n.FrontProxyClientSecret(), n.ControllerManagerKubeconfig(), n.SchedulerKubeconfig(), n.AdminKubeconfig(),
+		n.KonnectivityServerSecret(), n.KonnectivityKubeconfig()}
 }
 
 // applyPKI issues what is missing or due and writes it (waits for the
@@ -300,6 +301,11 @@ func (r *Reconciler) applyControlPlane(ctx context.Context, kc *clusterv1.KubeCl
 		return nil
 	}
 	st.rollout = planRollout(kc, st)
+	if kc.Spec.KonnectivityEnabled() {
+		if err := kube.Apply(ctx, r, kc, EgressSelectorConfigMap(n)); err != nil {
+			return err
+		}
+	}
 	// Every component starts at once, with etcd: the apiservers wait for
 	// etcd, controller-manager and scheduler retry their leader election
 	// until an apiserver answers, and each pod's start (sandbox, volumes,
@@ -361,8 +367,13 @@ func (r *Reconciler) render(component string, kc *clusterv1.KubeCluster, n Names
 	}
 	switch component {
 	case APIServer:
-		in.ConfigHash = hash(n.CASecret(), n.FrontProxyCASecret(), n.ServiceAccountSecret(), n.APIServerSecret(),
-			n.KubeletClientSecret(), n.FrontProxyClientSecret(), n.EtcdClientSecret())
+		secrets := []string{n.CASecret(), n.FrontProxyCASecret(), n.ServiceAccountSecret(), n.APIServerSecret(),
+			n.KubeletClientSecret(), n.FrontProxyClientSecret(), n.EtcdClientSecret()}
+		if img := catalog.Images.KonnectivityServer; img != "" && kc.Spec.KonnectivityEnabled() {
+			in.KonnectivityServer = Image(r.ImageRegistry, img)
+			secrets = append(secrets, n.KonnectivityServerSecret(), n.KonnectivityKubeconfig())
+		}
+		in.ConfigHash = hash(secrets...)
 		return APIServerDeployment(in)
 	case ControllerManager:
 		in.ConfigHash = hash(n.CASecret(), n.FrontProxyCASecret(), n.ServiceAccountSecret(), n.ControllerManagerKubeconfig())

@@ -49,6 +49,13 @@ func (in PKIInput) InternalServer() string {
 	return fmt.Sprintf("https://%s:%d", in.Names.ServiceHost(), in.Port)
 }
 
+// LocalServer is the URL of the apiserver in the same pod.
+func (in PKIInput) LocalServer() string { return fmt.Sprintf("https://127.0.0.1:%d", APIServerPort) }
+
+// KonnectivityUser is who the proxy servers are to the apiservers; the
+// konnectivity addon lets that user review tokens.
+const KonnectivityUser = "system:konnectivity-server"
+
 // AdminServer is the URL in the admin kubeconfig: the Service address,
 // reachable from anywhere in the meta cluster and from its nodes.
 func (in PKIInput) AdminServer() string {
@@ -174,6 +181,11 @@ func PlanPKI(in PKIInput, have map[string]Secret, now time.Time) (map[string]Sec
 	if err := leaf(n.APIServerSecret(), clusterCA, pki.CertSpec{CommonName: "kube-apiserver", Server: true, DNSNames: dns, IPs: ips}); err != nil {
 		return nil, nil, err
 	}
+	// The proxy servers beside the apiservers answer the agents at the
+	// apiserver's own names.
+	if err := leaf(n.KonnectivityServerSecret(), clusterCA, pki.CertSpec{CommonName: "konnectivity-server", Server: true, DNSNames: dns, IPs: ips}); err != nil {
+		return nil, nil, err
+	}
 	if err := leaf(n.KubeletClientSecret(), clusterCA, pki.CertSpec{CommonName: "kube-apiserver-kubelet-client",
 		Organization: []string{"system:masters"}, Client: true}); err != nil {
 		return nil, nil, err
@@ -195,6 +207,8 @@ func PlanPKI(in PKIInput, have map[string]Secret, now time.Time) (map[string]Sec
 		{n.ControllerManagerKubeconfig(), "kube-controller-manager", "system:kube-controller-manager", in.InternalServer(), nil},
 		{n.SchedulerKubeconfig(), "kube-scheduler", "system:kube-scheduler", in.InternalServer(), nil},
 		{n.AdminKubeconfig(), "kok-admin", "kok-admin", in.AdminServer(), []string{"system:masters"}},
+		// The proxy server reaches the apiserver in its own pod.
+		{n.KonnectivityKubeconfig(), "konnectivity-server", KonnectivityUser, in.LocalServer(), nil},
 	}
 	for _, k := range kubeconfigs {
 		cur := have[k.secret]

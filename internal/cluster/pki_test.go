@@ -84,7 +84,8 @@ func TestPlanPKIReissues(t *testing.T) {
 		t.Errorf("rotation reissues %d leaves, got %v", len(n.secretNames())-len(cas), changed)
 	}
 
-	// A new Service address changes the serving cert and the admin kubeconfig only.
+	// A new Service address changes the serving certs (the apiserver's and
+	// the proxy server's) and the admin kubeconfig only.
 	in.Rotation = ""
 	in.ServiceIP = "10.201.0.99"
 	_, changed, err = PlanPKI(in, first, now)
@@ -92,7 +93,7 @@ func TestPlanPKIReissues(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.Sort(changed)
-	if want := []string{n.AdminKubeconfig(), n.APIServerSecret()}; !slices.Equal(changed, want) {
+	if want := []string{n.AdminKubeconfig(), n.APIServerSecret(), n.KonnectivityServerSecret()}; !slices.Equal(changed, want) {
 		t.Errorf("new address: changed %v, want %v", changed, want)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"path"
 	"slices"
 	"strings"
 
@@ -50,6 +51,9 @@ type RenderInput struct {
 	// SharedEtcd: other clusters use the same etcd, so this apiserver
 	// leaves compaction (which spans every prefix) to etcd.
 	SharedEtcd bool
+	// KonnectivityServer is the image of the proxy server beside each
+	// apiserver; empty runs none.
+	KonnectivityServer string
 }
 
 // renderEpoch is part of every inputs hash: raise it when a rendering change
@@ -77,10 +81,22 @@ func (in RenderInput) InputsHash(component string) string {
 		Registry, ConfigHash               string
 		EtcdServers, EtcdPrefix, ServiceIP string
 		SharedEtcd                         bool
+		KonnectivityServer                 string `json:",omitempty"`
+		// The proxy servers tell agents how many of them to find.
+		KonnectivityServers int32 `json:",omitempty"`
 	}{renderEpoch, component, in.Names, cs, in.Spec.Network, in.Catalog, in.Registry, in.ConfigHash,
-		in.EtcdServers, in.EtcdPrefix, in.ServiceIP, in.SharedEtcd})
+		in.EtcdServers, in.EtcdPrefix, in.ServiceIP, in.SharedEtcd, in.KonnectivityServer, in.konnectivityServers(component)})
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:8])
+}
+
+// konnectivityServers is how many proxy servers component's pods run with
+// (one per apiserver), 0 when none.
+func (in RenderInput) konnectivityServers(component string) int32 {
+	if component != APIServer || in.KonnectivityServer == "" {
+		return 0
+	}
+	return in.Spec.ControlPlane.Replicas
 }
 
 // KeepTemplate makes d, freshly rendered, carry the pod template prev was
@@ -187,6 +203,9 @@ func APIServerDeployment(in RenderInput) *appsv1.Deployment {
 	if in.ServiceIP == "" {
 		delete(base, "advertise-address")
 	}
+	if in.KonnectivityServer != "" {
+		base["egress-selector-config-file"] = konnectivityDir + "/" + KeyEgressSelector
+	}
 	files := []projection{
 		{n.CASecret(), pki.KeyCA, "ca.crt"},
 		{n.FrontProxyCASecret(), pki.KeyCA, "front-proxy-ca.crt"},
@@ -208,9 +227,108 @@ func APIServerDeployment(in RenderInput) *appsv1.Deployment {
 	setProbes(&c, "/livez", "/readyz", APIServerPort)
 	c.VolumeMounts = []corev1.VolumeMount{{Name: "pki", MountPath: pkiDir, ReadOnly: true}}
 	d := deployment(in, APIServer, c, []corev1.Volume{projected("pki", files)})
+	if in.KonnectivityServer != "" {
+		withKonnectivity(in, d)
+	}
 	// Time for a terminating apiserver to leave the endpoints and drain.
 	d.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To[int64](45)
 	return recordTemplate(d)
+}
+
+// Where the apiserver and its proxy server meet.
+const (
+	konnectivityDir    = "/etc/kubernetes/konnectivity"
+	konnectivitySocket = "/run/konnectivity/konnectivity-server.socket"
+	// KonnectivityHealthPort serves the proxy server's /healthz and
+	// /metrics (its agent count) in the pod.
+	KonnectivityHealthPort = 8134
+	// KeyEgressSelector is the egress selector configuration's key in
+	// its ConfigMap.
+	KeyEgressSelector = "egress-selector.yaml"
+)
+
+// EgressSelectorConfig sends the apiserver's traffic to nodes and pods
+// ("cluster") through the proxy server's socket; etcd and the meta
+// cluster's own addresses stay direct.
+const EgressSelectorConfig = `apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: GRPC
+    transport:
+      uds:
+        udsName: ` + konnectivitySocket + `
+`
+
+// withKonnectivity adds the proxy server beside the apiserver of d: the
+// apiserver dials nodes and pods through it (a Unix socket in a shared
+// emptyDir), and it serves the agents on KonnectivityPort with a
+// certificate of the cluster CA, checking their service-account tokens
+// against this apiserver.
+func withKonnectivity(in RenderInput, d *appsv1.Deployment) {
+	n, spec := in.Names, d.Spec.Template.Spec.DeepCopy()
+	api := &spec.Containers[0]
+	sock := corev1.VolumeMount{Name: "konnectivity-uds", MountPath: path.Dir(konnectivitySocket)}
+	api.VolumeMounts = append(api.VolumeMounts, sock,
+		corev1.VolumeMount{Name: "konnectivity", MountPath: konnectivityDir, ReadOnly: true})
+	p := func(f string) string { return konnectivityDir + "/" + f }
+	args := map[string]string{
+		"mode":                     "grpc",
+		"uds-name":                 konnectivitySocket,
+		"delete-existing-uds-file": "true",
+		"server-port":              "0",
+		"agent-port":               fmt.Sprint(clusterv1.KonnectivityPort),
+		"health-port":              fmt.Sprint(KonnectivityHealthPort),
+		"admin-port":               "8133",
+		"cluster-cert":             p("tls.crt"),
+		"cluster-key":              p("tls.key"),
+		// Each agent connects to this many servers (through the
+		// Service); scaling the apiservers re-renders them.
+		"server-count":            fmt.Sprint(in.konnectivityServers(APIServer)),
+		"agent-namespace":         "kube-system",
+		"agent-service-account":   "konnectivity-agent",
+		"authentication-audience": KonnectivityUser,
+		"kubeconfig":              p("kubeconfig"),
+		// A node's connections go to the agent on that node.
+		"proxy-strategies": "destHost,default",
+	}
+	server := corev1.Container{
+		Name: "konnectivity-server", Image: in.KonnectivityServer, ImagePullPolicy: corev1.PullIfNotPresent,
+		Args: Args(args),
+		Ports: []corev1.ContainerPort{{Name: "konnectivity", ContainerPort: clusterv1.KonnectivityPort, Protocol: corev1.ProtocolTCP},
+			{Name: "konn-health", ContainerPort: KonnectivityHealthPort, Protocol: corev1.ProtocolTCP}},
+		Resources: resources("10m", "24Mi"),
+		// Liveness only: a server without agents is no reason to take its
+		// apiserver out of the Service.
+		LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: "/healthz", Port: intstr.FromInt32(KonnectivityHealthPort)}}, PeriodSeconds: 10, FailureThreshold: 3, TimeoutSeconds: 5},
+		VolumeMounts:             []corev1.VolumeMount{sock, {Name: "konnectivity", MountPath: konnectivityDir, ReadOnly: true}},
+		SecurityContext:          api.SecurityContext.DeepCopy(),
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	spec.Containers = append(spec.Containers, server)
+	files := projected("konnectivity", []projection{
+		{n.KonnectivityServerSecret(), pki.KeyCert, "tls.crt"},
+		{n.KonnectivityServerSecret(), pki.KeyKey, "tls.key"},
+		{n.KonnectivityKubeconfig(), KeyKubeconfig, "kubeconfig"},
+	})
+	files.Projected.Sources = append(files.Projected.Sources, corev1.VolumeProjection{ConfigMap: &corev1.ConfigMapProjection{
+		LocalObjectReference: corev1.LocalObjectReference{Name: n.EgressSelectorConfigMap()},
+		Items:                []corev1.KeyToPath{{Key: KeyEgressSelector, Path: KeyEgressSelector}}}})
+	spec.Volumes = append(spec.Volumes, files,
+		corev1.Volume{Name: "konnectivity-uds", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+	d.Spec.Template.Spec = *spec
+}
+
+// EgressSelectorConfigMap renders the ConfigMap the apiservers read their
+// egress selector configuration from.
+func EgressSelectorConfigMap(n Names) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Name: n.EgressSelectorConfigMap(), Namespace: n.Namespace, Labels: n.Labels(APIServer)},
+		Data:       map[string]string{KeyEgressSelector: EgressSelectorConfig},
+	}
 }
 
 // ControllerManagerDeployment renders the controller-managers.
@@ -303,6 +421,10 @@ func APIServerService(n Names, spec *clusterv1.KubeClusterSpec, ip string) *core
 				TargetPort: intstr.FromInt32(APIServerPort), NodePort: spec.Network.APIServer.NodePort}},
 			ClusterIP: ip,
 		},
+	}
+	if spec.KonnectivityEnabled() {
+		s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "konnectivity", Port: clusterv1.KonnectivityPort,
+			Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(clusterv1.KonnectivityPort)})
 	}
 	if s.Spec.Type == "" {
 		s.Spec.Type = corev1.ServiceTypeClusterIP

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	"github.com/kubeonkube/kok/internal/conditions"
@@ -130,6 +131,15 @@ func computeStatus(kc *clusterv1.KubeCluster, n Names, st *state, passErr error)
 		set(clusterv1.ConditionProgressing, true, "RollingOut", rollout.Waiting+"; "+strings.Join(progress, "; "))
 	default:
 		set(clusterv1.ConditionProgressing, true, "RollingOut", strings.Join(progress, "; "))
+	}
+
+	// The tunnels from the apiservers to the nodes (not part of Ready: a
+	// control plane serves without nodes).
+	if kc.Spec.KonnectivityEnabled() {
+		ok, reason, msg := konnectivityCondition(kc.Spec.Version, st.catalog.Spec.Images.KonnectivityServer != "", st.konnectivity)
+		set(clusterv1.ConditionKonnectivityReady, ok, reason, msg)
+	} else {
+		meta.RemoveStatusCondition(&s.Conditions, clusterv1.ConditionKonnectivityReady)
 	}
 
 	// Ready sums it up.

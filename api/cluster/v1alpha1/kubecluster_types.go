@@ -47,12 +47,14 @@ type KubeClusterSpec struct {
 
 	// Addons installed into the business cluster and kept at their final
 	// state, a ClusterAddon each (named <cluster>-<addon>). Left out, a
-	// cluster gets a working network and resource metrics: kube-proxy,
-	// flannel, CoreDNS and metrics-server; an empty list installs none.
+	// cluster gets a working network, resource metrics and a way from the
+	// apiservers to its nodes: kube-proxy, flannel, CoreDNS, metrics-server
+	// and konnectivity; an empty list installs none. Listing konnectivity
+	// also runs its proxy server beside each apiserver.
 	// +listType=map
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=32
-	// +kubebuilder:default={{name: kube-proxy},{name: flannel},{name: coredns},{name: metrics-server}}
+	// +kubebuilder:default={{name: kube-proxy},{name: flannel},{name: coredns},{name: metrics-server},{name: konnectivity}}
 	// +optional
 	Addons []AddonRef `json:"addons"`
 
@@ -209,7 +211,30 @@ const (
 	ConditionControlPlaneAvailable = "ControlPlaneAvailable"
 	ConditionProgressing           = "Progressing"
 	ConditionReady                 = "Ready"
+	// ConditionKonnectivityReady: every apiserver's proxy server has an
+	// agent, so the apiservers reach nodes and pods (logs, exec,
+	// port-forward, aggregated APIs, webhooks). Set only while the
+	// konnectivity addon is listed.
+	ConditionKonnectivityReady = "KonnectivityReady"
 )
+
+// Konnectivity is the addon whose listing in spec.addons runs a proxy
+// server beside each apiserver; KonnectivityPort is where its agents reach
+// those servers, on the apiserver Service.
+const (
+	Konnectivity     = "konnectivity"
+	KonnectivityPort = 8132
+)
+
+// KonnectivityEnabled reports whether spec lists the konnectivity addon.
+func (s *KubeClusterSpec) KonnectivityEnabled() bool {
+	for _, a := range s.Addons {
+		if a.Name == Konnectivity {
+			return true
+		}
+	}
+	return false
+}
 
 // Phases summarize the conditions.
 const (
@@ -280,6 +305,7 @@ type KubeClusterStatus struct {
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.controlPlane.replicas`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoint`
+// +kubebuilder:printcolumn:name="Konnectivity",type=string,JSONPath=`.status.conditions[?(@.type=="KonnectivityReady")].status`,priority=1
 // +kubebuilder:printcolumn:name="Etcd",type=string,JSONPath=`.status.etcdCluster`,priority=1
 // +kubebuilder:printcolumn:name="Kubeconfig",type=string,JSONPath=`.status.adminKubeconfigSecret`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

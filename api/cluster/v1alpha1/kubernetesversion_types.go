@@ -40,6 +40,10 @@ type ComponentImages struct {
 	Scheduler         string `json:"scheduler"`
 	// +optional
 	KubeProxy string `json:"kubeProxy,omitempty"`
+	// KonnectivityServer is the proxy server that runs beside each
+	// apiserver of a cluster whose addons list konnectivity.
+	// +optional
+	KonnectivityServer string `json:"konnectivityServer,omitempty"`
 }
 
 // ComponentArgs holds flags (without the leading "--") per component.

@@ -5,10 +5,11 @@ package v1alpha1
 // ComponentImagesApplyConfiguration represents a declarative configuration of the ComponentImages type for use
 // with apply.
 type ComponentImagesApplyConfiguration struct {
-	APIServer         *string `json:"apiServer,omitempty"`
-	ControllerManager *string `json:"controllerManager,omitempty"`
-	Scheduler         *string `json:"scheduler,omitempty"`
-	KubeProxy         *string `json:"kubeProxy,omitempty"`
+	APIServer          *string `json:"apiServer,omitempty"`
+	ControllerManager  *string `json:"controllerManager,omitempty"`
+	Scheduler          *string `json:"scheduler,omitempty"`
+	KubeProxy          *string `json:"kubeProxy,omitempty"`
+	KonnectivityServer *string `json:"konnectivityServer,omitempty"`
 }
 
 // ComponentImagesApplyConfiguration constructs a declarative configuration of the ComponentImages type for use with
@@ -46,5 +47,13 @@ func (b *ComponentImagesApplyConfiguration) WithScheduler(value string) *Compone
 // If called multiple times, the KubeProxy field is set to the value of the last call.
 func (b *ComponentImagesApplyConfiguration) WithKubeProxy(value string) *ComponentImagesApplyConfiguration {
 	b.KubeProxy = &value
+	return b
+}
+
+// WithKonnectivityServer sets the KonnectivityServer field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the KonnectivityServer field is set to the value of the last call.
+func (b *ComponentImagesApplyConfiguration) WithKonnectivityServer(value string) *ComponentImagesApplyConfiguration {
+	b.KonnectivityServer = &value
 	return b
 }
