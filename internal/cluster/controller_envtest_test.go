@@ -178,6 +178,24 @@ func TestReconcileOrder(t *testing.T) {
 	if bootstraps.Load() == 0 {
 		t.Fatal("bootstrap objects were not ensured")
 	}
+	// The default addons list konnectivity: each apiserver pod runs its
+	// proxy server, the Service carries the agents' port, and the
+	// condition says no server runs (envtest runs no pods).
+	if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil {
+		t.Fatal(err)
+	}
+	if cs := api.Spec.Template.Spec.Containers; len(cs) != 2 || cs[1].Image != "registry.example/konnectivity-server:v0.34.0" {
+		t.Fatalf("apiserver pod containers %v", cs)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.EgressSelectorConfigMap()}, &corev1.ConfigMap{}); err != nil {
+		t.Fatalf("egress selector ConfigMap: %v", err)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Service()}, &svc); err != nil || len(svc.Spec.Ports) != 2 {
+		t.Fatalf("apiserver Service ports %v (%v)", svc.Spec.Ports, err)
+	}
+	if cond := meta.FindStatusCondition(kc.Status.Conditions, clusterv1.ConditionKonnectivityReady); cond == nil || cond.Reason != "NoServer" {
+		t.Fatalf("KonnectivityReady %+v", cond)
+	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil {
 		t.Fatal(err)
 	}
@@ -233,6 +251,29 @@ func TestReconcileOrder(t *testing.T) {
 		}
 		if api.Spec.Template.Annotations["rendered-by"] != "" || !slices.Contains(api.Spec.Template.Spec.Containers[0].Args, "--v=2") {
 			return fmt.Errorf("template annotations %v, args %v", api.Spec.Template.Annotations, api.Spec.Template.Spec.Containers[0].Args)
+		}
+		return nil
+	})
+	markRolledOut(t, c, ns, n.Deployment(cluster.APIServer))
+
+	// Without the konnectivity addon the apiservers reach nodes directly:
+	// no proxy server, no agents' port, no condition.
+	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"addons":[{"name":"kube-proxy"},{"name":"coredns"}]}}`))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "konnectivity gone", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil {
+			return err
+		}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Service()}, &svc); err != nil {
+			return err
+		}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(kc), kc); err != nil {
+			return err
+		}
+		if len(api.Spec.Template.Spec.Containers) != 1 || len(svc.Spec.Ports) != 1 ||
+			meta.FindStatusCondition(kc.Status.Conditions, clusterv1.ConditionKonnectivityReady) != nil {
+			return fmt.Errorf("%d containers, Service ports %v, conditions %v", len(api.Spec.Template.Spec.Containers), svc.Spec.Ports, kc.Status.Conditions)
 		}
 		return nil
 	})

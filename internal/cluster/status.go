@@ -137,6 +137,9 @@ func computeStatus(kc *clusterv1.KubeCluster, n Names, st *state, passErr error)
 	// control plane serves without nodes).
 	if kc.Spec.KonnectivityEnabled() {
 		ok, reason, msg := konnectivityCondition(kc.Spec.Version, st.catalog.Spec.Images.KonnectivityServer != "", st.konnectivity)
+		if reason == "NoServer" {
+			msg = withProblem(msg, st.problems[APIServer])
+		}
 		set(clusterv1.ConditionKonnectivityReady, ok, reason, msg)
 	} else {
 		meta.RemoveStatusCondition(&s.Conditions, clusterv1.ConditionKonnectivityReady)
