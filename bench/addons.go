@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,7 +61,14 @@ type AddonResult struct {
 	PerNodeCPUMillis    float64 `json:"perNodeCPUMillicores"`
 	PerClusterMemMiB    float64 `json:"perClusterMemMiB"`
 	PerClusterCPUMillis float64 `json:"perClusterCPUMillicores"`
-	Err                 string  `json:"error,omitempty"`
+	// The konnectivity proxy server beside the (one) apiserver, in the
+	// meta cluster: resident memory and idle CPU of its process.
+	ProxyServerMemMiB    float64 `json:"proxyServerMemMiB"`
+	ProxyServerCPUMillis float64 `json:"proxyServerCPUMillicores"`
+	// LogsSeconds: kubectl logs of a pod on each node, 30 times, through
+	// the apiserver, the proxy server and the node's agent.
+	LogsSeconds []float64 `json:"logsSeconds"`
+	Err         string    `json:"error,omitempty"`
 }
 
 func benchAddons(out, kokBin, cacheDir string) {
@@ -122,7 +130,7 @@ func runAddonBench(ctx context.Context, res *AddonResult, c client.Client, cfg *
 	res.MachinesReadyS = since()
 	fmt.Printf("machines Ready at %.1fs\n", res.MachinesReadyS)
 	if err := poll(wctx, func() error {
-		for _, a := range []string{"kube-proxy", "flannel", "coredns", "metrics-server"} {
+		for _, a := range []string{"kube-proxy", "flannel", "coredns", "metrics-server", "konnectivity"} {
 			ca := &addonv1.ClusterAddon{}
 			if err := c.Get(ctx, client.ObjectKey{Namespace: cluster, Name: cluster + "-" + a}, ca); err != nil {
 				return err
@@ -182,7 +190,8 @@ func runAddonBench(ctx context.Context, res *AddonResult, c client.Client, cfg *
 				}
 				mem, cpu := float64(p.Memory.WorkingSetBytes)/(1<<20), float64(p.CPU.UsageNanoCores)/1e6
 				switch {
-				case strings.HasPrefix(p.PodRef.Name, "kube-flannel-"), strings.HasPrefix(p.PodRef.Name, "kube-proxy-"):
+				case strings.HasPrefix(p.PodRef.Name, "kube-flannel-"), strings.HasPrefix(p.PodRef.Name, "kube-proxy-"),
+					strings.HasPrefix(p.PodRef.Name, "konnectivity-agent-"):
 					nodeMem, nodeCPU = nodeMem+mem, nodeCPU+cpu
 				case strings.HasPrefix(p.PodRef.Name, "coredns-"), strings.HasPrefix(p.PodRef.Name, "metrics-server-"):
 					clusterMem, clusterCPU = clusterMem+mem, clusterCPU+cpu
@@ -193,6 +202,23 @@ func runAddonBench(ctx context.Context, res *AddonResult, c client.Client, cfg *
 	n := float64(len(hs) * samples)
 	res.PerNodeMemMiB, res.PerNodeCPUMillis = nodeMem/n, nodeCPU/n
 	res.PerClusterMemMiB, res.PerClusterCPUMillis = clusterMem/samples, clusterCPU/samples
+	if res.ProxyServerMemMiB, res.ProxyServerCPUMillis, err = proxyServerUsage(20 * time.Second); err != nil {
+		return err
+	}
+
+	// kubectl logs through the tunnels, a pod on each node in turn.
+	pods, err := bc.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil || len(pods.Items) == 0 {
+		return fmt.Errorf("the web pods: %d (%v)", len(pods.Items), err)
+	}
+	for i := range 30 {
+		p := pods.Items[i%len(pods.Items)]
+		t0 := time.Now()
+		if _, err := bc.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: ptr.To[int64](1)}).DoRaw(ctx); err != nil {
+			return fmt.Errorf("logs of %s: %w", p.Name, err)
+		}
+		res.LogsSeconds = append(res.LogsSeconds, time.Since(t0).Seconds())
+	}
 
 	// Put back and revert, five times each.
 	deps, dss := bc.AppsV1().Deployments("kube-system"), bc.AppsV1().DaemonSets("kube-system")
@@ -258,6 +284,30 @@ func deployWebApp(ctx context.Context, bc kubernetes.Interface) (int32, error) {
 	return got.Spec.Ports[0].NodePort, nil
 }
 
+// proxyServerUsage is the resident memory (MiB) and the CPU (millicores,
+// over window) of the konnectivity proxy server processes on this machine:
+// the bench's one cluster has one.
+func proxyServerUsage(window time.Duration) (float64, float64, error) {
+	pids := processes("proxy-server")
+	if len(pids) == 0 {
+		return 0, 0, fmt.Errorf("no konnectivity proxy server runs")
+	}
+	ticks := func() (t float64) {
+		for _, pid := range pids {
+			t += procCPUTicks(pid)
+		}
+		return t
+	}
+	before := ticks()
+	time.Sleep(window)
+	var kb int
+	for _, pid := range pids {
+		kb += procStatusKB(pid, "VmRSS:")
+	}
+	// USER_HZ is 100 on Linux.
+	return float64(kb) / 1024, (ticks() - before) / 100 / window.Seconds() * 1000, nil
+}
+
 // podStat is the part of a kubelet's stats/summary this bench reads.
 type podStat struct {
 	PodRef struct{ Name, Namespace string } `json:"podRef"`
@@ -313,12 +363,18 @@ func writeAddons(dir string, res *AddonResult) {
 	fmt.Fprintf(&b, "From nothing (%d hosts up, nothing installed on them), the KubeCluster and its Machines applied at once:\n\n", res.Nodes)
 	fmt.Fprintf(&b, "| mark | seconds since the KubeCluster was applied |\n|---|---|\n")
 	fmt.Fprintf(&b, "| control plane Ready | %.1f |\n| every Machine Ready (a node is Ready once flannel wrote its CNI configuration) | %.1f |\n", res.ControlPlaneS, res.MachinesReadyS)
-	fmt.Fprintf(&b, "| kube-proxy, flannel, CoreDNS and metrics-server Healthy | %.1f |\n| a pod answers through a NodePort Service | %.1f |\n\n", res.AddonsHealthyS, res.ServiceAnswersS)
+	fmt.Fprintf(&b, "| kube-proxy, flannel, CoreDNS, metrics-server and konnectivity Healthy | %.1f |\n| a pod answers through a NodePort Service | %.1f |\n\n", res.AddonsHealthyS, res.ServiceAnswersS)
 	fmt.Fprintf(&b, "| kept at final state (5 times each) | time |\n|---|---|\n")
 	fmt.Fprintf(&b, "| CoreDNS Deployment deleted → back | %s |\n| kube-proxy DaemonSet edited → reverted | %s |\n\n", fmtSeconds(res.PutBackSeconds), fmtSeconds(res.EditRevertSeconds))
 	fmt.Fprintf(&b, "| idle cost (kubelet summary API: working set, CPU) | memory | CPU |\n|---|---|---|\n")
-	fmt.Fprintf(&b, "| per node: flannel (flanneld + kok-cni) and kube-proxy | %.1f MiB | %.1f mcores |\n", res.PerNodeMemMiB, res.PerNodeCPUMillis)
+	fmt.Fprintf(&b, "| per node: flannel (flanneld + kok-cni), kube-proxy and the konnectivity agent | %.1f MiB | %.1f mcores |\n", res.PerNodeMemMiB, res.PerNodeCPUMillis)
 	fmt.Fprintf(&b, "| per cluster: CoreDNS and metrics-server (1 replica each) | %.1f MiB | %.1f mcores |\n", res.PerClusterMemMiB, res.PerClusterCPUMillis)
+	fmt.Fprintf(&b, "| per apiserver, in the meta cluster: the konnectivity proxy server (resident, /proc) | %.1f MiB | %.1f mcores |\n\n", res.ProxyServerMemMiB, res.ProxyServerCPUMillis)
+	fmt.Fprintf(&b, "| through konnectivity (30 calls, a pod on each node in turn) | time |\n|---|---|\n")
+	if len(res.LogsSeconds) > 0 {
+		fmt.Fprintf(&b, "| kubectl logs: apiserver → proxy server → the node's agent → kubelet | median %.0f ms, max %.0f ms |\n",
+			median(res.LogsSeconds)*1000, slices.Max(res.LogsSeconds)*1000)
+	}
 	b.WriteString(addonNotes)
 	if err := os.WriteFile(filepath.Join(dir, "addons.md"), []byte(b.String()), 0o644); err != nil {
 		log.Fatal(err)
@@ -330,5 +386,6 @@ Notes: "Machine Ready" covers day 0 on three fresh hosts at once (SSH, kok-agent
 the kubelet fetched from kok's registry, the node joined) and the flannel pod pulled and running, after the
 control plane is up. Put-back and revert are event-driven (watches on the business cluster), not the 30 s resync.
 The cost is sampled three times 10 s apart, 30 s after the web app answered, before the edits roll kube-proxy,
-on a 2-CPU machine that also runs the meta cluster and the control plane.
+on a 2-CPU machine that also runs the meta cluster and the control plane. The proxy server's numbers are its
+process's resident memory and CPU over 20 s, read from /proc on the meta cluster's machine.
 `

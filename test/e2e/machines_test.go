@@ -243,17 +243,18 @@ func TestMachines(t *testing.T) {
 		}
 	})
 
+	var w *webApp
+	addresses := map[string]string{}
 	t.Run("pods reach each other across nodes, through Services and by name", func(t *testing.T) {
-		// The default addons (kube-proxy, flannel, CoreDNS) are Healthy.
-		for _, a := range []string{"kube-proxy", "flannel", "coredns", "metrics-server"} {
+		// The default addons are Healthy.
+		for _, a := range []string{"kube-proxy", "flannel", "coredns", "metrics-server", "konnectivity"} {
 			waitAddonHealthy(t, c, cluster, a, 3*time.Minute)
 		}
-		addresses := map[string]string{}
 		for _, n := range names {
 			addresses[n] = getMachine(t, c, cluster, n).Spec.Address
 		}
 		start := time.Now()
-		w := deployWeb(t, bc, "web", names)
+		w = deployWeb(t, bc, "web", names)
 		t.Logf("a web pod ready on each node %s after it was created", time.Since(start).Round(100*time.Millisecond))
 		checkPodNetwork(t, bc, businessRESTConfig(t, dir, cluster), w, addresses)
 		// kubectl top nodes: metrics-server, through the apiserver.
@@ -274,6 +275,13 @@ func TestMachines(t *testing.T) {
 		if out := hostShell(t, dir, names[0], "cat /etc/cni/net.d/10-flannel.conflist"); !strings.Contains(out, `"bridge"`) {
 			t.Fatalf("the CNI configuration on %s:\n%s", names[0], out)
 		}
+	})
+
+	t.Run("logs, exec, port-forward and metrics ride konnectivity when the meta cluster cannot reach the nodes", func(t *testing.T) {
+		if w == nil {
+			t.Skip("no web app: the pod network test failed")
+		}
+		checkKonnectivity(t, cfg, c, cluster, bc, businessRESTConfig(t, dir, cluster), w, addresses)
 	})
 
 	t.Run("the agent restores killed services and edited files", func(t *testing.T) {

@@ -352,7 +352,7 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 	}
 	web := deployWeb(t, bc, "web", nodes)
 	entry := net.JoinHostPort(getMachine(t, c, name, nodes[0]).Spec.Address, fmt.Sprint(web.nodePort))
-	var api, svc tally
+	var api, svc, logs tally
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range 2 {
@@ -367,9 +367,17 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 				}
 				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				var err error
-				if i%2 == 0 {
+				switch {
+				case i%2 == 0:
 					_, err = bc.CoreV1().Namespaces().List(rctx, metav1.ListOptions{})
-				} else {
+				case i%10 == 1:
+					// kubectl logs: apiserver → konnectivity → kubelet.
+					p := web.pods[nodes[i%len(nodes)]]
+					_, err = bc.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{}).DoRaw(rctx)
+					cancel()
+					logs.record(err)
+					continue
+				default:
 					cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("w%d-%d", w, i)}}
 					_, err = bc.CoreV1().ConfigMaps("default").Create(rctx, cm, metav1.CreateOptions{})
 				}
@@ -402,6 +410,7 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 	}
 	waitClusterReady(t, c, kc, 5*time.Minute)
 	took := time.Since(start)
+	t.Logf("upgrade started %s, control plane done %s", start.Format("15:04:05.000"), time.Now().Format("15:04:05.000"))
 	// Then the addons and the nodes: kube-proxy's image is the release
 	// the control plane runs, and so is the kubelet of a Machine that
 	// pins none.
@@ -427,6 +436,10 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 	wg.Wait()
 	t.Logf("upgrade v1.33.13 → v1.34.4 with 3 apiservers took %s (%s with kube-proxy and two kubelets); apiserver: %d requests ok, %d failed; Service: %d ok, %d failed",
 		took.Round(100*time.Millisecond), all.Round(100*time.Millisecond), api.ok.Load(), api.failed.Load(), svc.ok.Load(), svc.failed.Load())
+	// Logs go through the proxy servers, which are replaced with their
+	// apiservers; the agents find the new ones through the Service. The
+	// window is measured, not judged.
+	t.Logf("kubectl logs during the upgrade (through konnectivity): %d ok, %d failed\n%s", logs.ok.Load(), logs.failed.Load(), logs.list())
 	if f := api.failed.Load(); f > 0 {
 		t.Errorf("%d requests failed during the upgrade:\n%s", f, api.list())
 	}
@@ -441,6 +454,14 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 			t.Errorf("component %+v not upgraded", comp)
 		}
 	}
+	// The new proxy servers all have their agents again.
+	eventually(t, 2*time.Minute, "KonnectivityReady after the upgrade", func() error {
+		kc := getCluster(t, c, name, name)
+		if cond := meta.FindStatusCondition(kc.Status.Conditions, clusterv1.ConditionKonnectivityReady); cond == nil || cond.Status != metav1.ConditionTrue {
+			return fmt.Errorf("%+v", cond)
+		}
+		return nil
+	})
 	for _, n := range nodes {
 		mustKok(t, dir, "machine", "delete", n)
 	}
