@@ -66,9 +66,13 @@ type AddonResult struct {
 	ProxyServerMemMiB    float64 `json:"proxyServerMemMiB"`
 	ProxyServerCPUMillis float64 `json:"proxyServerCPUMillicores"`
 	// LogsSeconds: kubectl logs of a pod on each node, 30 times, through
-	// the apiserver, the proxy server and the node's agent.
-	LogsSeconds []float64 `json:"logsSeconds"`
-	Err         string    `json:"error,omitempty"`
+	// the apiserver, the proxy server and the node's agent;
+	// DirectLogsSeconds the same once konnectivity is removed from the
+	// cluster (the apiserver dials the kubelets itself, which this
+	// machine's meta cluster can).
+	LogsSeconds       []float64 `json:"logsSeconds"`
+	DirectLogsSeconds []float64 `json:"directLogsSeconds"`
+	Err               string    `json:"error,omitempty"`
 }
 
 func benchAddons(out, kokBin, cacheDir string) {
@@ -211,13 +215,8 @@ func runAddonBench(ctx context.Context, res *AddonResult, c client.Client, cfg *
 	if err != nil || len(pods.Items) == 0 {
 		return fmt.Errorf("the web pods: %d (%v)", len(pods.Items), err)
 	}
-	for i := range 30 {
-		p := pods.Items[i%len(pods.Items)]
-		t0 := time.Now()
-		if _, err := bc.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: ptr.To[int64](1)}).DoRaw(ctx); err != nil {
-			return fmt.Errorf("logs of %s: %w", p.Name, err)
-		}
-		res.LogsSeconds = append(res.LogsSeconds, time.Since(t0).Seconds())
+	if res.LogsSeconds, err = timeLogs(ctx, bc, pods.Items); err != nil {
+		return err
 	}
 
 	// Put back and revert, five times each.
@@ -261,6 +260,41 @@ func runAddonBench(ctx context.Context, res *AddonResult, c client.Client, cfg *
 	}
 	fmt.Printf("put back %v, reverted %v\n", res.PutBackSeconds, res.EditRevertSeconds)
 
+	// The same logs without konnectivity: taken out of spec.addons, the
+	// apiservers roll without their proxy servers and dial the kubelets.
+	var addons []map[string]string
+	for _, a := range kc.Spec.Addons {
+		if a.Name != "konnectivity" {
+			addons = append(addons, map[string]string{"name": a.Name})
+		}
+	}
+	patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"addons": addons}})
+	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return err
+	}
+	if err := poll(wctx, func() error {
+		d := &appsv1.Deployment{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: cluster, Name: cluster + "-kube-apiserver"}, d); err != nil {
+			return err
+		}
+		if len(d.Spec.Template.Spec.Containers) != 1 || d.Status.ObservedGeneration < d.Generation ||
+			d.Status.UpdatedReplicas != *d.Spec.Replicas || d.Status.Replicas != *d.Spec.Replicas || d.Status.AvailableReplicas != *d.Spec.Replicas {
+			return fmt.Errorf("the apiservers have not rolled without konnectivity")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := poll(wctx, func() error {
+		_, err := bc.CoreV1().Pods("default").GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{TailLines: ptr.To[int64](1)}).DoRaw(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	if res.DirectLogsSeconds, err = timeLogs(ctx, bc, pods.Items); err != nil {
+		return err
+	}
+
 	return nil
 }
 
@@ -282,6 +316,20 @@ func deployWebApp(ctx context.Context, bc kubernetes.Interface) (int32, error) {
 		return 0, err
 	}
 	return got.Spec.Ports[0].NodePort, nil
+}
+
+// timeLogs times 30 kubectl logs calls, a pod in turn.
+func timeLogs(ctx context.Context, bc kubernetes.Interface, pods []corev1.Pod) ([]float64, error) {
+	var out []float64
+	for i := range 30 {
+		p := pods[i%len(pods)]
+		t0 := time.Now()
+		if _, err := bc.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: ptr.To[int64](1)}).DoRaw(ctx); err != nil {
+			return out, fmt.Errorf("logs of %s: %w", p.Name, err)
+		}
+		out = append(out, time.Since(t0).Seconds())
+	}
+	return out, nil
 }
 
 // proxyServerUsage is the resident memory (MiB) and the CPU (millicores,
@@ -374,6 +422,10 @@ func writeAddons(dir string, res *AddonResult) {
 	if len(res.LogsSeconds) > 0 {
 		fmt.Fprintf(&b, "| kubectl logs: apiserver → proxy server → the node's agent → kubelet | median %.0f ms, max %.0f ms |\n",
 			median(res.LogsSeconds)*1000, slices.Max(res.LogsSeconds)*1000)
+	}
+	if len(res.DirectLogsSeconds) > 0 {
+		fmt.Fprintf(&b, "| the same with konnectivity removed (apiserver → kubelet) | median %.0f ms, max %.0f ms |\n",
+			median(res.DirectLogsSeconds)*1000, slices.Max(res.DirectLogsSeconds)*1000)
 	}
 	b.WriteString(addonNotes)
 	if err := os.WriteFile(filepath.Join(dir, "addons.md"), []byte(b.String()), 0o644); err != nil {
