@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -401,6 +402,26 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
+	// Every change of the web Service's ready endpoints, to place a
+	// failed request.
+	var sliceLog tally
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	if wi, err := bc.DiscoveryV1().EndpointSlices("web").Watch(wctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=web"}); err == nil {
+		go func() {
+			for ev := range wi.ResultChan() {
+				if es, ok := ev.Object.(*discoveryv1.EndpointSlice); ok {
+					ready := 0
+					for _, e := range es.Endpoints {
+						if e.Conditions.Ready != nil && *e.Conditions.Ready {
+							ready++
+						}
+					}
+					sliceLog.record(fmt.Errorf("%s %s: %d of %d endpoints ready", ev.Type, es.Name, ready, len(es.Endpoints)))
+				}
+			}
+		}()
+	}
 	time.Sleep(2 * time.Second)
 	start := time.Now()
 	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"version":"v1.34.4"}}`))
@@ -444,7 +465,7 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 		t.Errorf("%d requests failed during the upgrade:\n%s", f, api.list())
 	}
 	if f := svc.failed.Load(); f > 0 {
-		t.Errorf("%d requests to the Service failed during the upgrade:\n%s", f, svc.list())
+		t.Errorf("%d requests to the Service failed during the upgrade:\n%s\nthe web EndpointSlices meanwhile:\n%s", f, svc.list(), sliceLog.list())
 	}
 	if v, err := bc.Discovery().ServerVersion(); err != nil || v.GitVersion != "v1.34.4" {
 		t.Fatalf("after the upgrade: server version %v, %v", v, err)
