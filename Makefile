@@ -15,7 +15,7 @@ export KOK_HELM := $(HELM)
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(KOK_CACHE_DIR)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
 
-.PHONY: help build up down status test unit envtest e2e bench fmt vet lint generate assets tools clean
+.PHONY: help build up down status test unit envtest e2e bench conformance fmt vet lint generate assets tools clean
 
 help: ## Show targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ test: vet build assets tools ## Everything: unit + envtest + e2e
 
 bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up, ONLY=platform|clusters|etcd|machines|addons picks one)
 	go run ./bench -out bench/results $(if $(COLD),-cold) $(if $(ONLY),-only $(ONLY))
+
+conformance: build assets ## Kubernetes' e2e conformance suite on a business cluster → bench/results/conformance.md (FOCUS=regexp, SKIP=regexp)
+	go run ./bench -out bench/results -only conformance $(if $(FOCUS),-conformance-focus '$(FOCUS)') $(if $(SKIP),-conformance-skip '$(SKIP)')
 
 clean: ## Remove bin/
 	rm -rf $(BIN)

@@ -61,7 +61,9 @@ type Machine struct {
 
 func main() {
 	out := flag.String("out", "bench/results", "directory for result files")
-	only := flag.String("only", "", "run one benchmark: platform, clusters, etcd, machines or addons (default: all)")
+	only := flag.String("only", "", "run one benchmark: platform, clusters, etcd, machines, addons or conformance (default: all but conformance)")
+	focus := flag.String("conformance-focus", `\[Conformance\]`, "with -only conformance: the specs of e2e.test to run (ginkgo focus)")
+	skip := flag.String("conformance-skip", "", "with -only conformance: specs to leave out (ginkgo skip)")
 	cold := flag.Bool("cold", false, "also measure a cold kok up: empty Go build cache and kok cache (rebuilds Kubernetes; ≈15 min on 2 cores)")
 	createClusters := flag.Int("create-clusters", 0, "development: create this many business clusters, one after another, on the running meta cluster of -kubeconfig and print how long each took to be Ready, with its timeline (nothing is written)")
 	upgrade := flag.Bool("upgrade", false, "development: with -create-clusters, also time an HA upgrade")
@@ -139,6 +141,9 @@ func main() {
 		return
 	case "addons":
 		benchAddons(*out, kokBin, cacheDir)
+		return
+	case "conformance":
+		benchConformance(*out, kokBin, cacheDir, *focus, *skip)
 		return
 	}
 	res.Runs = append(res.Runs, measure("warm-fresh", "binaries cached, empty state dir (images imported into a new containerd)", kokBin, cacheDir, false)...)

@@ -53,6 +53,10 @@ type Product struct {
 	Files map[string]string
 	// Binaries maps an output name to the package path built into it.
 	Binaries map[string]string
+	// TestBinaries maps an output name to a package whose test binary
+	// (go test -c) it is; the package's test-only requirements are
+	// resolved as it builds.
+	TestBinaries map[string]string
 	// Links maps a link name to the binary it points at.
 	Links map[string]string
 	// LDFlags is passed to go build.
@@ -89,7 +93,7 @@ func (b *Builder) goCmd() string {
 func (p *Product) recipe() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", recipeVersion, p.Name, p.Version, p.GoMod, p.LDFlags)
-	for _, m := range []map[string]string{p.Files, p.Binaries, p.Links} {
+	for _, m := range []map[string]string{p.Files, p.Binaries, p.Links, p.TestBinaries} {
 		for _, k := range slices.Sorted(maps.Keys(m)) {
 			fmt.Fprintf(h, "%s=%s\n", k, m[k])
 		}
@@ -103,9 +107,11 @@ func (b *Builder) Cached(p *Product) bool {
 	if err != nil || st.Recipe != p.recipe() || st.GoVersion != runtime.Version() {
 		return false
 	}
-	for out := range p.Binaries {
-		if _, err := os.Stat(filepath.Join(b.Dir(p.Name, p.Version), out)); err != nil {
-			return false
+	for _, m := range []map[string]string{p.Binaries, p.TestBinaries} {
+		for out := range m {
+			if _, err := os.Stat(filepath.Join(b.Dir(p.Name, p.Version), out)); err != nil {
+				return false
+			}
 		}
 	}
 	return true
@@ -172,6 +178,12 @@ func (b *Builder) Ensure(ctx context.Context, p *Product) (string, error) {
 	}
 	for _, out := range slices.Sorted(maps.Keys(p.Binaries)) {
 		args := []string{"build", "-trimpath", "-ldflags", p.LDFlags, "-o", filepath.Join(tmp, out), p.Binaries[out]}
+		if err := b.run(ctx, src, args...); err != nil {
+			return "", fmt.Errorf("building %s of %s %s: %w", out, p.Name, p.Version, err)
+		}
+	}
+	for _, out := range slices.Sorted(maps.Keys(p.TestBinaries)) {
+		args := []string{"test", "-c", "-mod=mod", "-trimpath", "-ldflags", p.LDFlags, "-o", filepath.Join(tmp, out), p.TestBinaries[out]}
 		if err := b.run(ctx, src, args...); err != nil {
 			return "", fmt.Errorf("building %s of %s %s: %w", out, p.Name, p.Version, err)
 		}

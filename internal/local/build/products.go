@@ -384,6 +384,27 @@ func Agnhost(ctx context.Context, goCmd, version string) (*Product, error) {
 	}, nil
 }
 
+// E2ETest returns the product for e2e.test, Kubernetes' end-to-end suite
+// (its conformance tests among them), built with go test -c from
+// k8s.io/kubernetes/test/e2e at a release, the same module and staging
+// versions as the release's components, its version stamped in.
+func E2ETest(ctx context.Context, goCmd, version string) (*Product, error) {
+	kube, err := Kubernetes(ctx, goCmd, version)
+	if err != nil {
+		return nil, err
+	}
+	return &Product{
+		Name:    "e2e-test",
+		Version: version,
+		GoMod:   strings.Replace(kube.GoMod, "module kok.local/build/kubernetes", "module kok.local/build/e2e-test", 1),
+		// tidy keeps the suite's non-test requirements; go test -c adds
+		// the rest.
+		Files:        map[string]string{"tools.go": "//go:build tools\n\npackage tools\n\nimport _ \"k8s.io/kubernetes/test/e2e\"\n"},
+		TestBinaries: map[string]string{"e2e.test": "k8s.io/kubernetes/test/e2e"},
+		LDFlags:      kube.LDFlags,
+	}, nil
+}
+
 // MetricsServerModule is metrics-server's module.
 const MetricsServerModule = "sigs.k8s.io/metrics-server"
 

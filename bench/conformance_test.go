@@ -1,0 +1,48 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// The JUnit report ginkgo writes for e2e.test: passed, failed and skipped
+// specs, each with its SIG.
+func TestReadJUnit(t *testing.T) {
+	const report = `<?xml version="1.0" encoding="UTF-8"?>
+<testsuites tests="3" failures="1">
+  <testsuite name="Kubernetes e2e suite" tests="3">
+    <testcase name="[sig-node] Pods should get a host IP [NodeConformance] [Conformance]" classname="Kubernetes e2e suite" time="4.2"></testcase>
+    <testcase name="[sig-network] DNS should provide DNS for services [Conformance]" classname="Kubernetes e2e suite" time="61">
+      <failure message="timed out waiting for the condition" type="failed">
+        [FAILED] timed out waiting for the condition
+      </failure>
+    </testcase>
+    <testcase name="[sig-storage] CSI mock volume [Serial]" classname="Kubernetes e2e suite" time="0">
+      <skipped message="skipped - Only supported for providers [gce]"></skipped>
+    </testcase>
+  </testsuite>
+</testsuites>`
+	path := filepath.Join(t.TempDir(), "junit_01.xml")
+	if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	specs, err := readJUnit(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []SpecResult{
+		{SIG: "sig-node", State: "passed", Seconds: 4.2},
+		{SIG: "sig-network", State: "failed", Message: "timed out waiting for the condition", Seconds: 61},
+		{SIG: "sig-storage", State: "skipped", Message: "skipped - Only supported for providers [gce]"},
+	}
+	if len(specs) != len(want) {
+		t.Fatalf("%d specs, want %d", len(specs), len(want))
+	}
+	for i, w := range want {
+		got := specs[i]
+		if got.SIG != w.SIG || got.State != w.State || got.Message != w.Message || got.Seconds != w.Seconds {
+			t.Errorf("spec %d: %+v, want %+v", i, got, w)
+		}
+	}
+}

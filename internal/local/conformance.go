@@ -1,0 +1,128 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/kubeonkube/kok/internal/local/build"
+	"github.com/kubeonkube/kok/internal/local/image"
+)
+
+// E2ERegistry is where Kubernetes' e2e suite finds its test images in kok's
+// registry: a KUBE_TEST_REPO_LIST (E2ERepoList) points the suite's
+// registries here, and nodes pull kok.local/… from kok's registry.
+const E2ERegistry = image.Prefix + "e2e-test-images"
+
+// E2ERepoList is the content of the KUBE_TEST_REPO_LIST file that makes
+// e2e.test name kok's images: the suite's own test images (agnhost,
+// busybox, httpd, nginx, …) under E2ERegistry, pause under kok.local.
+func E2ERepoList() string {
+	return fmt.Sprintf("promoterE2eRegistry: %s\ngcRegistry: %s\n", E2ERegistry, strings.TrimSuffix(image.Prefix, "/"))
+}
+
+// busybox is Debian's static busybox (package busybox-static): the shell and
+// tools of the e2e images.
+const busybox = "/bin/busybox"
+
+// busyboxLayer is busybox with a link per applet in /bin, and /usr/bin,
+// /sbin and /usr/sbin leading there, so that every path a spec calls a tool
+// by resolves.
+func busyboxLayer() ([]image.File, error) {
+	out, err := exec.Command(busybox, "--list").Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (install Debian's busybox-static)", busybox, err)
+	}
+	files := []image.File{{Src: busybox, Dst: "/bin/busybox", Mode: 0o755}}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet != "busybox" {
+			files = append(files, image.File{Dst: "/bin/" + applet, Link: "busybox"})
+		}
+	}
+	return append(files, image.File{Dst: "/usr", Dir: true}, image.File{Dst: "/usr/bin", Link: "../bin"},
+		image.File{Dst: "/sbin", Link: "bin"}, image.File{Dst: "/usr/sbin", Link: "../bin"},
+		image.File{Dst: "/tmp", Dir: true}, image.File{Dst: "/etc", Dir: true}), nil
+}
+
+// ConformanceImages are the e2e suite's test images, named as e2e.test
+// (version: the Kubernetes release it is built at) names them under
+// E2ERepoList: agnhost (Kubernetes' own, built by kok) with busybox and
+// Debian's curl beside it, busybox, and stand-ins for the suite's web
+// servers (httpd, nginx: busybox httpd on port 80, what the specs use them
+// for), plus pause.
+func ConformanceImages(b *build.Builder, bins Binaries, version string) ([]image.Spec, error) {
+	agnhost := filepath.Join(b.Dir("agnhost", version), "agnhost")
+	if _, err := os.Stat(agnhost); err != nil {
+		return nil, fmt.Errorf("agnhost %s: %w (kok build --all builds it)", version, err)
+	}
+	bb, err := busyboxLayer()
+	if err != nil {
+		return nil, err
+	}
+	curl, err := image.HostFiles("/usr/bin/curl")
+	if err != nil {
+		return nil, fmt.Errorf("curl for the agnhost image: %w (install Debian's curl)", err)
+	}
+	path := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	e2e := func(repo, tag string) string { return E2ERegistry + "/" + repo + ":" + tag }
+	specs := []image.Spec{
+		{Ref: e2e("agnhost", AgnhostE2ETag), Layers: [][]image.File{bb, curl, {{Src: agnhost, Dst: "/agnhost", Mode: 0o755}}},
+			Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: path},
+		{Ref: e2e("busybox", BusyboxE2ETag), Layers: [][]image.File{bb}, Cmd: []string{"sh"}, Env: path},
+		{Ref: image.Prefix + "pause:" + PauseE2ETag, Layers: [][]image.File{{{Src: bins.Pause, Dst: "/pause", Mode: 0o755}}},
+			Entrypoint: []string{"/pause"}},
+	}
+	index := []image.File{{Dst: "/htdocs", Dir: true}}
+	for _, web := range []struct{ repo, tag string }{{"httpd", "2.4.38-4"}, {"httpd", "2.4.39-4"}, {"nginx", "1.14-4"}, {"nginx", "1.15-4"}} {
+		specs = append(specs, image.Spec{Ref: e2e(web.repo, web.tag), Layers: [][]image.File{bb, index},
+			Entrypoint: []string{"/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/htdocs"}, Env: path})
+	}
+	return specs, nil
+}
+
+// The tags e2e.test of versions.DefaultKubernetes asks for
+// (k8s.io/kubernetes/test/utils/image).
+const (
+	AgnhostE2ETag = "2.56"
+	BusyboxE2ETag = "1.37.0-1"
+	PauseE2ETag   = "3.10.1"
+)
+
+// PushImages builds specs and pushes them to the registry of c, skipping
+// those it holds at the same digest.
+func PushImages(ctx context.Context, c *Config, specs []image.Spec) error {
+	reg := c.RegistryAddress()
+	rc := newRegistryClient(ctx)
+	builder := &image.Builder{}
+	var todo []pushItem
+	for _, spec := range specs {
+		remote, err := RegistryRef(reg, spec.Ref)
+		if err != nil {
+			return err
+		}
+		tag, err := name.NewTag(remote, name.Insecure)
+		if err != nil {
+			return err
+		}
+		img, err := builder.Build(spec)
+		if err != nil {
+			return fmt.Errorf("image %s: %w", spec.Ref, err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			return err
+		}
+		if have, err := rc.head(tag); err != nil {
+			return fmt.Errorf("registry %s: %w", reg, err)
+		} else if have == d.String() {
+			continue
+		}
+		todo = append(todo, pushItem{tag, img})
+	}
+	return rc.write(todo)
+}
