@@ -164,7 +164,10 @@ func runConformance(ctx context.Context, res *ConformanceResult, c client.Client
 	if err := os.WriteFile(repoList, []byte(local.E2ERepoList()), 0o644); err != nil {
 		return err
 	}
-	args := []string{"--kubeconfig=" + kubeconfigFile, "--provider=skeleton", "--report-dir=" + reports,
+	// kubectl of the release, as kok built it (the suite runs kubectl exec,
+	// logs, port-forward…).
+	kubectl := filepath.Join(b.Dir("kubernetes", res.Version), "kubectl")
+	args := []string{"--kubeconfig=" + kubeconfigFile, "--kubectl-path=" + kubectl, "--provider=skeleton", "--report-dir=" + reports,
 		"--ginkgo.focus=" + res.Focus, "--ginkgo.timeout=6h", "--ginkgo.no-color", "--ginkgo.v"}
 	if res.Skip != "" {
 		args = append(args, "--ginkgo.skip="+res.Skip)
@@ -234,7 +237,8 @@ func readJUnit(path string) ([]SpecResult, error) {
 	var out []SpecResult
 	for _, s := range doc.Suites {
 		for _, tc := range s.Cases {
-			r := SpecResult{Name: tc.Name, SIG: strings.Trim(sigOf.FindString(tc.Name), "[]"), State: "passed", Seconds: tc.Time}
+			name := strings.TrimPrefix(tc.Name, "[It] ")
+			r := SpecResult{Name: name, SIG: strings.Trim(sigOf.FindString(name), "[]"), State: "passed", Seconds: tc.Time}
 			switch {
 			case tc.Failure != nil:
 				r.State, r.Message = "failed", firstLine(tc.Failure.Message+"\n"+tc.Failure.Body)

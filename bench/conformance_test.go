@@ -12,7 +12,7 @@ func TestReadJUnit(t *testing.T) {
 	const report = `<?xml version="1.0" encoding="UTF-8"?>
 <testsuites tests="3" failures="1">
   <testsuite name="Kubernetes e2e suite" tests="3">
-    <testcase name="[sig-node] Pods should get a host IP [NodeConformance] [Conformance]" classname="Kubernetes e2e suite" time="4.2"></testcase>
+    <testcase name="[It] [sig-node] Pods should get a host IP [NodeConformance] [Conformance]" classname="Kubernetes e2e suite" time="4.2"></testcase>
     <testcase name="[sig-network] DNS should provide DNS for services [Conformance]" classname="Kubernetes e2e suite" time="61">
       <failure message="timed out waiting for the condition" type="failed">
         [FAILED] timed out waiting for the condition
@@ -32,7 +32,7 @@ func TestReadJUnit(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []SpecResult{
-		{SIG: "sig-node", State: "passed", Seconds: 4.2},
+		{Name: "[sig-node] Pods should get a host IP [NodeConformance] [Conformance]", SIG: "sig-node", State: "passed", Seconds: 4.2},
 		{SIG: "sig-network", State: "failed", Message: "timed out waiting for the condition", Seconds: 61},
 		{SIG: "sig-storage", State: "skipped", Message: "skipped - Only supported for providers [gce]"},
 	}
@@ -41,7 +41,7 @@ func TestReadJUnit(t *testing.T) {
 	}
 	for i, w := range want {
 		got := specs[i]
-		if got.SIG != w.SIG || got.State != w.State || got.Message != w.Message || got.Seconds != w.Seconds {
+		if w.Name != "" && got.Name != w.Name || got.SIG != w.SIG || got.State != w.State || got.Message != w.Message || got.Seconds != w.Seconds {
 			t.Errorf("spec %d: %+v, want %+v", i, got, w)
 		}
 	}

@@ -30,29 +30,28 @@ func E2ERepoList() string {
 // tools of the e2e images.
 const busybox = "/bin/busybox"
 
-// busyboxLayer is busybox with a link per applet in /bin, and /usr/bin,
-// /sbin and /usr/sbin leading there, so that every path a spec calls a tool
-// by resolves.
+// busyboxLayer is busybox with a link per applet where busybox itself would
+// install it (bin/sh, usr/bin/env, sbin/ip, …).
 func busyboxLayer() ([]image.File, error) {
-	out, err := exec.Command(busybox, "--list").Output()
+	out, err := exec.Command(busybox, "--list-full").Output()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w (install Debian's busybox-static)", busybox, err)
 	}
-	files := []image.File{{Src: busybox, Dst: "/bin/busybox", Mode: 0o755}}
+	files := []image.File{{Dst: "/bin", Dir: true}, {Dst: "/sbin", Dir: true}, {Dst: "/usr", Dir: true},
+		{Dst: "/usr/bin", Dir: true}, {Dst: "/usr/sbin", Dir: true}, {Dst: "/tmp", Dir: true}, {Dst: "/etc", Dir: true},
+		{Src: busybox, Dst: "/bin/busybox", Mode: 0o755}}
 	for _, applet := range strings.Fields(string(out)) {
-		if applet != "busybox" {
-			files = append(files, image.File{Dst: "/bin/" + applet, Link: "busybox"})
+		if applet != "bin/busybox" && strings.Count(applet, "/") > 0 && !strings.HasSuffix(applet, "/") {
+			files = append(files, image.File{Dst: "/" + applet, Link: "/bin/busybox"})
 		}
 	}
-	return append(files, image.File{Dst: "/usr", Dir: true}, image.File{Dst: "/usr/bin", Link: "../bin"},
-		image.File{Dst: "/sbin", Link: "bin"}, image.File{Dst: "/usr/sbin", Link: "../bin"},
-		image.File{Dst: "/tmp", Dir: true}, image.File{Dst: "/etc", Dir: true}), nil
+	return files, nil
 }
 
 // ConformanceImages are the e2e suite's test images, named as e2e.test
 // (version: the Kubernetes release it is built at) names them under
 // E2ERepoList: agnhost (Kubernetes' own, built by kok) with busybox and
-// Debian's curl beside it, busybox, and stand-ins for the suite's web
+// Debian's curl and nc beside it, busybox, and stand-ins for the suite's web
 // servers (httpd, nginx: busybox httpd on port 80, what the specs use them
 // for), plus pause.
 func ConformanceImages(b *build.Builder, bins Binaries, version string) ([]image.Spec, error) {
@@ -64,14 +63,17 @@ func ConformanceImages(b *build.Builder, bins Binaries, version string) ([]image
 	if err != nil {
 		return nil, err
 	}
-	curl, err := image.HostFiles("/usr/bin/curl")
+	// The tools specs run in agnhost pods that busybox lacks or has
+	// without the options they use (nc -v -t).
+	tools, err := image.HostFiles("/usr/bin/curl", "/usr/bin/nc.openbsd")
 	if err != nil {
-		return nil, fmt.Errorf("curl for the agnhost image: %w (install Debian's curl)", err)
+		return nil, fmt.Errorf("curl and nc for the agnhost image: %w (install Debian's curl and netcat-openbsd)", err)
 	}
+	tools = append(tools, image.File{Dst: "/usr/bin/nc", Link: "/usr/bin/nc.openbsd"})
 	path := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	e2e := func(repo, tag string) string { return E2ERegistry + "/" + repo + ":" + tag }
 	specs := []image.Spec{
-		{Ref: e2e("agnhost", AgnhostE2ETag), Layers: [][]image.File{bb, curl, {{Src: agnhost, Dst: "/agnhost", Mode: 0o755}}},
+		{Ref: e2e("agnhost", AgnhostE2ETag), Layers: [][]image.File{bb, tools, {{Src: agnhost, Dst: "/agnhost", Mode: 0o755}}},
 			Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: path},
 		{Ref: e2e("busybox", BusyboxE2ETag), Layers: [][]image.File{bb}, Cmd: []string{"sh"}, Env: path},
 		{Ref: image.Prefix + "pause:" + PauseE2ETag, Layers: [][]image.File{{{Src: bins.Pause, Dst: "/pause", Mode: 0o755}}},
