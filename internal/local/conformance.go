@@ -51,7 +51,7 @@ func busyboxLayer() ([]image.File, error) {
 // ConformanceImages are the e2e suite's test images, named as e2e.test
 // (version: the Kubernetes release it is built at) names them under
 // E2ERepoList: agnhost (Kubernetes' own, built by kok) with busybox and
-// Debian's curl and nc beside it, busybox, and stand-ins for the suite's web
+// Debian's curl, nc and dash beside it, busybox, and stand-ins for the suite's web
 // servers (httpd, nginx: busybox httpd on port 80, what the specs use them
 // for), plus pause.
 func ConformanceImages(b *build.Builder, bins Binaries, version string) ([]image.Spec, error) {
@@ -64,12 +64,13 @@ func ConformanceImages(b *build.Builder, bins Binaries, version string) ([]image
 		return nil, err
 	}
 	// The tools specs run in agnhost pods that busybox lacks or has
-	// without the options they use (nc -v -t).
-	tools, err := image.HostFiles("/usr/bin/curl", "/usr/bin/nc.openbsd")
+	// without the options they use (nc -v -t), and Debian's dash as
+	// /bin/sh: busybox's shell runs its own applets before any in PATH.
+	tools, err := image.HostFiles("/usr/bin/curl", "/usr/bin/nc.openbsd", "/usr/bin/dash")
 	if err != nil {
-		return nil, fmt.Errorf("curl and nc for the agnhost image: %w (install Debian's curl and netcat-openbsd)", err)
+		return nil, fmt.Errorf("curl, nc and dash for the agnhost image: %w (install Debian's curl and netcat-openbsd)", err)
 	}
-	tools = append(tools, image.File{Dst: "/usr/bin/nc", Link: "/usr/bin/nc.openbsd"})
+	tools = append(tools, image.File{Dst: "/usr/bin/nc", Link: "/usr/bin/nc.openbsd"}, image.File{Dst: "/bin/sh", Link: "/usr/bin/dash"})
 	path := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	e2e := func(repo, tag string) string { return E2ERegistry + "/" + repo + ":" + tag }
 	specs := []image.Spec{
