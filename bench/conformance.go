@@ -95,7 +95,7 @@ func runConformance(ctx context.Context, res *ConformanceResult, c client.Client
 	if err != nil {
 		return err
 	}
-	specs, err := local.ConformanceImages(b, local.Binaries{Pause: filepath.Join(filepath.Dir(kokBin), "kok-pause")}, cfg.KubernetesVersion)
+	specs, err := local.ConformanceImages(ctx, b, local.Binaries{Pause: filepath.Join(filepath.Dir(kokBin), "kok-pause")}, cfg.KubernetesVersion)
 	if err != nil {
 		return err
 	}

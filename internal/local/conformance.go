@@ -54,11 +54,18 @@ func busyboxLayer() ([]image.File, error) {
 // Debian's curl, nc and dash beside it, busybox, and stand-ins for the suite's web
 // servers (httpd, nginx: busybox httpd on port 80, what the specs use them
 // for), plus pause.
-func ConformanceImages(b *build.Builder, bins Binaries, version string) ([]image.Spec, error) {
+func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, version string) ([]image.Spec, error) {
 	agnhost := filepath.Join(b.Dir("agnhost", version), "agnhost")
 	if _, err := os.Stat(agnhost); err != nil {
 		return nil, fmt.Errorf("agnhost %s: %w (kok build --all builds it)", version, err)
 	}
+	// porter (agnhost's TLS server) serves with the certificate upstream's
+	// image carries, from the release's own module.
+	kube, err := build.ModuleDir(ctx, b.Go, "k8s.io/kubernetes", version)
+	if err != nil {
+		return nil, err
+	}
+	porter := filepath.Join(kube, "test", "images", "agnhost", "porter")
 	bb, err := busyboxLayer()
 	if err != nil {
 		return nil, err
@@ -74,7 +81,10 @@ func ConformanceImages(b *build.Builder, bins Binaries, version string) ([]image
 	path := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	e2e := func(repo, tag string) string { return E2ERegistry + "/" + repo + ":" + tag }
 	specs := []image.Spec{
-		{Ref: e2e("agnhost", AgnhostE2ETag), Layers: [][]image.File{bb, tools, {{Src: agnhost, Dst: "/agnhost", Mode: 0o755}}},
+		{Ref: e2e("agnhost", AgnhostE2ETag), Layers: [][]image.File{bb, tools, {{Src: agnhost, Dst: "/agnhost", Mode: 0o755},
+			{Dst: "/agnhost-2", Link: "agnhost"}, {Dst: "/uploads", Dir: true},
+			{Src: filepath.Join(porter, "localhost.crt"), Dst: "/localhost.crt", Mode: 0o644},
+			{Src: filepath.Join(porter, "localhost.key"), Dst: "/localhost.key", Mode: 0o644}}},
 			Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: path},
 		{Ref: e2e("busybox", BusyboxE2ETag), Layers: [][]image.File{bb}, Cmd: []string{"sh"}, Env: path},
 		{Ref: image.Prefix + "pause:" + PauseE2ETag, Layers: [][]image.File{{{Src: bins.Pause, Dst: "/pause", Mode: 0o755}}},

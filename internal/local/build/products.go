@@ -241,6 +241,16 @@ func toolProduct(name, module, cmd, goVersion, version, versionVar string) *Prod
 	}
 }
 
+// ModuleDir is the directory of a module at a version in the Go module
+// cache, downloaded through the module proxy when missing.
+func ModuleDir(ctx context.Context, goCmd, path, version string) (string, error) {
+	info, err := download(ctx, goCmd, path, version)
+	if err != nil {
+		return "", err
+	}
+	return info.Dir, nil
+}
+
 // moduleInfo is what `go mod download -json` reports.
 type moduleInfo struct{ GoMod, Dir, Error string }
 
