@@ -62,6 +62,34 @@ type KubeClusterSpec struct {
 	// observed.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
+
+	// Hibernated scales the control plane to zero replicas: nothing of the
+	// cluster runs but its etcd, whose data, the certificates and the
+	// Service address stay. Setting it back to false wakes the cluster at
+	// spec.version.
+	// +optional
+	Hibernated bool `json:"hibernated,omitempty"`
+
+	// MaintenanceWindows are the times a fleet rollout (ClusterUpgrade)
+	// may start upgrading this cluster; empty means any time. Upgrades
+	// applied to spec.version directly do not wait for them.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	MaintenanceWindows []MaintenanceWindow `json:"maintenanceWindows,omitempty"`
+}
+
+// MaintenanceWindow is a weekly time range in UTC.
+type MaintenanceWindow struct {
+	// Days of the week it opens on; empty means every day.
+	// +kubebuilder:validation:items:Enum=Monday;Tuesday;Wednesday;Thursday;Friday;Saturday;Sunday
+	// +kubebuilder:validation:MaxItems=7
+	// +optional
+	Days []string `json:"days,omitempty"`
+	// Start is the time of day it opens, "HH:MM" in UTC.
+	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`
+	Start string `json:"start"`
+	// Duration it stays open, such as "4h".
+	Duration metav1.Duration `json:"duration"`
 }
 
 // AddonRef names an addon of the catalog (an Addon <name>-<version>).
@@ -243,6 +271,7 @@ const (
 	PhaseUpgrading    = "Upgrading"
 	PhaseDegraded     = "Degraded"
 	PhasePaused       = "Paused"
+	PhaseHibernated   = "Hibernated"
 	PhaseDeleting     = "Deleting"
 )
 

@@ -20,6 +20,14 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &clusterv1alpha1.AddonRefApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("APIServerService"):
 		return &clusterv1alpha1.APIServerServiceApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("ClusterUpgrade"):
+		return &clusterv1alpha1.ClusterUpgradeApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("ClusterUpgradeSpec"):
+		return &clusterv1alpha1.ClusterUpgradeSpecApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("ClusterUpgradeStatus"):
+		return &clusterv1alpha1.ClusterUpgradeStatusApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("ClusterUpgradeTarget"):
+		return &clusterv1alpha1.ClusterUpgradeTargetApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("ComponentArgs"):
 		return &clusterv1alpha1.ComponentArgsApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("ComponentImages"):
@@ -44,6 +52,8 @@ func ForKind(kind schema.GroupVersionKind) interface{} {
 		return &clusterv1alpha1.KubernetesVersionApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("KubernetesVersionSpec"):
 		return &clusterv1alpha1.KubernetesVersionSpecApplyConfiguration{}
+	case v1alpha1.SchemeGroupVersion.WithKind("MaintenanceWindow"):
+		return &clusterv1alpha1.MaintenanceWindowApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("ManagedEtcd"):
 		return &clusterv1alpha1.ManagedEtcdApplyConfiguration{}
 	case v1alpha1.SchemeGroupVersion.WithKind("NetworkSpec"):

@@ -5,13 +5,15 @@ package v1alpha1
 // KubeClusterSpecApplyConfiguration represents a declarative configuration of the KubeClusterSpec type for use
 // with apply.
 type KubeClusterSpecApplyConfiguration struct {
-	Version        *string                             `json:"version,omitempty"`
-	ControlPlane   *ControlPlaneSpecApplyConfiguration `json:"controlPlane,omitempty"`
-	Etcd           *EtcdSpecApplyConfiguration         `json:"etcd,omitempty"`
-	Network        *NetworkSpecApplyConfiguration      `json:"network,omitempty"`
-	DeletionPolicy *string                             `json:"deletionPolicy,omitempty"`
-	Addons         []AddonRefApplyConfiguration        `json:"addons,omitempty"`
-	Paused         *bool                               `json:"paused,omitempty"`
+	Version            *string                               `json:"version,omitempty"`
+	ControlPlane       *ControlPlaneSpecApplyConfiguration   `json:"controlPlane,omitempty"`
+	Etcd               *EtcdSpecApplyConfiguration           `json:"etcd,omitempty"`
+	Network            *NetworkSpecApplyConfiguration        `json:"network,omitempty"`
+	DeletionPolicy     *string                               `json:"deletionPolicy,omitempty"`
+	Addons             []AddonRefApplyConfiguration          `json:"addons,omitempty"`
+	Paused             *bool                                 `json:"paused,omitempty"`
+	Hibernated         *bool                                 `json:"hibernated,omitempty"`
+	MaintenanceWindows []MaintenanceWindowApplyConfiguration `json:"maintenanceWindows,omitempty"`
 }
 
 // KubeClusterSpecApplyConfiguration constructs a declarative configuration of the KubeClusterSpec type for use with
@@ -78,5 +80,26 @@ func (b *KubeClusterSpecApplyConfiguration) WithAddons(values ...*AddonRefApplyC
 // If called multiple times, the Paused field is set to the value of the last call.
 func (b *KubeClusterSpecApplyConfiguration) WithPaused(value bool) *KubeClusterSpecApplyConfiguration {
 	b.Paused = &value
+	return b
+}
+
+// WithHibernated sets the Hibernated field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the Hibernated field is set to the value of the last call.
+func (b *KubeClusterSpecApplyConfiguration) WithHibernated(value bool) *KubeClusterSpecApplyConfiguration {
+	b.Hibernated = &value
+	return b
+}
+
+// WithMaintenanceWindows adds the given value to the MaintenanceWindows field in the declarative configuration
+// and returns the receiver, so that objects can be build by chaining "With" function invocations.
+// If called multiple times, values provided by each call will be appended to the MaintenanceWindows field.
+func (b *KubeClusterSpecApplyConfiguration) WithMaintenanceWindows(values ...*MaintenanceWindowApplyConfiguration) *KubeClusterSpecApplyConfiguration {
+	for i := range values {
+		if values[i] == nil {
+			panic("nil value passed to WithMaintenanceWindows")
+		}
+		b.MaintenanceWindows = append(b.MaintenanceWindows, *values[i])
+	}
 	return b
 }
