@@ -232,6 +232,10 @@ func (r *Reconciler) observe(ctx context.Context, ca *addonv1.ClusterAddon) (*st
 		return nil, err
 	}
 	st.cluster = kc
+	if kc.Spec.Hibernated {
+		st.waiting = kc.Name + " is hibernated: its addons are kept again when it wakes"
+		return st, nil
+	}
 	if kc.Status.Version == "" || kc.Status.AdminKubeconfigSecret == "" {
 		st.waiting = "the control plane of " + kc.Name + " is not up yet"
 		return st, nil

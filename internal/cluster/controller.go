@@ -160,6 +160,9 @@ func requeueAfter(kc *clusterv1.KubeCluster, st *state) time.Duration {
 	if st.catalog == nil || kc.Spec.Paused {
 		return requeueSteady
 	}
+	if kc.Spec.Hibernated && !conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionProgressing) {
+		return requeueSteady // nothing runs; Deployment events wake it
+	}
 	if conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionProgressing) || !conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionReady) {
 		return requeueBusy
 	}

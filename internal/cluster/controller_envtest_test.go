@@ -279,6 +279,54 @@ func TestReconcileOrder(t *testing.T) {
 	})
 	markRolledOut(t, c, ns, n.Deployment(cluster.APIServer))
 
+	// Hibernation scales every component to zero without touching a pod
+	// template (so waking rolls nothing), and says so; waking scales back.
+	templates := map[string]string{}
+	for _, comp := range []string{cluster.APIServer, cluster.ControllerManager, cluster.Scheduler} {
+		var d appsv1.Deployment
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(comp)}, &d); err != nil {
+			t.Fatal(err)
+		}
+		templates[comp] = d.Annotations[cluster.AnnTemplate]
+	}
+	hibernate := func(on bool, replicas int32, phase string) {
+		t.Helper()
+		if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"spec":{"hibernated":%t}}`, on)))); err != nil {
+			t.Fatal(err)
+		}
+		for _, comp := range []string{cluster.APIServer, cluster.ControllerManager, cluster.Scheduler} {
+			waitFor(t, fmt.Sprintf("%s at %d replicas", comp, replicas), func() error {
+				var d appsv1.Deployment
+				if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(comp)}, &d); err != nil {
+					return err
+				}
+				if *d.Spec.Replicas != replicas || d.Annotations[cluster.AnnTemplate] != templates[comp] {
+					return fmt.Errorf("replicas %d, template changed: %t", *d.Spec.Replicas, d.Annotations[cluster.AnnTemplate] != templates[comp])
+				}
+				return nil
+			})
+			markRolledOut(t, c, ns, n.Deployment(comp))
+		}
+		waitFor(t, "phase "+phase, func() error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(kc), kc); err != nil {
+				return err
+			}
+			if kc.Status.Phase != phase {
+				return fmt.Errorf("phase %s, conditions %v", kc.Status.Phase, kc.Status.Conditions)
+			}
+			return nil
+		})
+	}
+	hibernate(true, 0, clusterv1.PhaseHibernated)
+	if cond := meta.FindStatusCondition(kc.Status.Conditions, clusterv1.ConditionReady); cond == nil || cond.Reason != "Hibernated" ||
+		kc.Status.Version != "v1.33.13" || kc.Status.ServiceIP == "" {
+		t.Fatalf("hibernated: Ready %+v, version %q, service IP %q", cond, kc.Status.Version, kc.Status.ServiceIP)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(ec), &etcdv1.EtcdCluster{}); err != nil {
+		t.Fatalf("etcd is kept while hibernated: %v", err)
+	}
+	hibernate(false, 1, clusterv1.PhaseReady)
+
 	// Upgrade: apiservers first; the others wait until every apiserver runs it.
 	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"version":"v1.34.4"}}`))); err != nil {
 		t.Fatal(err)

@@ -519,7 +519,7 @@ func deployment(in RenderInput, component string, c corev1.Container, volumes []
 		ObjectMeta: metav1.ObjectMeta{Name: n.Deployment(component), Namespace: n.Namespace, Labels: labels,
 			Annotations: map[string]string{AnnVersion: in.Catalog.Version, AnnInputs: in.InputsHash(component)}},
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(in.Spec.ControlPlane.Replicas),
+			Replicas: ptr.To(Replicas(in.Spec)),
 			Selector: &metav1.LabelSelector{MatchLabels: n.Selector(component)},
 			// Blue/green: every new pod starts at once and old ones go only
 			// as new ones become ready, so capacity never drops.
@@ -546,6 +546,16 @@ func deployment(in RenderInput, component string, c corev1.Container, volumes []
 		},
 	}
 	return d
+}
+
+// Replicas is how many pods each control-plane component runs: none while
+// the cluster is hibernated. Hibernation changes no pod template, so a
+// cluster wakes without a rollout.
+func Replicas(spec *clusterv1.KubeClusterSpec) int32 {
+	if spec.Hibernated {
+		return 0
+	}
+	return spec.ControlPlane.Replicas
 }
 
 // recordTemplate stores the finished pod template on the Deployment (see

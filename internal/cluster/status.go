@@ -112,9 +112,17 @@ func computeStatus(kc *clusterv1.KubeCluster, n Names, st *state, passErr error)
 	if allDone {
 		s.Version = kube.OldestVersion(versions...)
 	}
-	if len(unavailable) == 0 {
+	running := int32(0)
+	for _, d := range st.deployments {
+		running += d.Status.Replicas
+	}
+	hibernated := "the control plane is hibernated (no replicas; etcd keeps the data): set spec.hibernated to false to wake it"
+	switch {
+	case kc.Spec.Hibernated:
+		set(clusterv1.ConditionControlPlaneAvailable, false, "Hibernated", hibernated)
+	case len(unavailable) == 0:
 		set(clusterv1.ConditionControlPlaneAvailable, true, "Available", "apiserver, controller-manager and scheduler are available")
-	} else {
+	default:
 		set(clusterv1.ConditionControlPlaneAvailable, false, "Unavailable", strings.Join(unavailable, "; "))
 	}
 	rollout := st.rollout
@@ -125,6 +133,10 @@ func computeStatus(kc *clusterv1.KubeCluster, n Names, st *state, passErr error)
 		rollout.Waiting = "paused"
 	}
 	switch {
+	case kc.Spec.Hibernated && running > 0:
+		set(clusterv1.ConditionProgressing, true, "Hibernating", fmt.Sprintf("%d control-plane pods still run", running))
+	case kc.Spec.Hibernated:
+		set(clusterv1.ConditionProgressing, false, "Hibernated", hibernated)
 	case len(progress) == 0:
 		set(clusterv1.ConditionProgressing, false, "Complete", "every component runs "+kc.Spec.Version)
 	case rollout.Waiting != "":
@@ -135,13 +147,16 @@ func computeStatus(kc *clusterv1.KubeCluster, n Names, st *state, passErr error)
 
 	// The tunnels from the apiservers to the nodes (not part of Ready: a
 	// control plane serves without nodes).
-	if kc.Spec.KonnectivityEnabled() {
+	switch {
+	case kc.Spec.KonnectivityEnabled() && kc.Spec.Hibernated:
+		set(clusterv1.ConditionKonnectivityReady, false, "Hibernated", "no apiserver runs while the cluster is hibernated")
+	case kc.Spec.KonnectivityEnabled():
 		ok, reason, msg := konnectivityCondition(kc.Spec.Version, st.catalog.Spec.Images.KonnectivityServer != "", st.konnectivity)
 		if reason == "NoServer" {
 			msg = withProblem(msg, st.problems[APIServer])
 		}
 		set(clusterv1.ConditionKonnectivityReady, ok, reason, msg)
-	} else {
+	default:
 		meta.RemoveStatusCondition(&s.Conditions, clusterv1.ConditionKonnectivityReady)
 	}
 
@@ -149,6 +164,8 @@ func computeStatus(kc *clusterv1.KubeCluster, n Names, st *state, passErr error)
 	switch {
 	case passErr != nil:
 		set(clusterv1.ConditionReady, false, "ReconcileFailed", passErr.Error())
+	case kc.Spec.Hibernated:
+		set(clusterv1.ConditionReady, false, "Hibernated", hibernated)
 	case len(unavailable) == 0 && etcdOK && st.bootstrapErr != nil:
 		set(clusterv1.ConditionReady, false, "BootstrapObjectsFailed", st.bootstrapErr.Error())
 	case len(unavailable) == 0 && etcdOK:
@@ -215,6 +232,8 @@ func phase(kc *clusterv1.KubeCluster) string {
 		return clusterv1.PhaseDeleting
 	case kc.Spec.Paused:
 		return clusterv1.PhasePaused
+	case kc.Spec.Hibernated:
+		return clusterv1.PhaseHibernated
 	case kc.Status.Version != "" && kc.Status.Version != kc.Spec.Version:
 		return clusterv1.PhaseUpgrading
 	case ready:

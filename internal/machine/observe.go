@@ -62,6 +62,8 @@ type state struct {
 	// pass and the agent learns the desired state from its Secret.
 	heartbeat  heartbeat
 	viaCluster bool
+	// hibernated: the cluster is hibernated; nothing is reached or done.
+	hibernated bool
 
 	// order is the install order and desired what the host must run;
 	// planErr why there is none (a missing dependency, a cycle, no variant
@@ -106,6 +108,12 @@ func (r *Reconciler) observe(ctx context.Context, m *nodev1.Machine) (*state, er
 		st.cluster = kc
 	case !apierrors.IsNotFound(err):
 		return nil, fmt.Errorf("reading KubeCluster %s: %w", m.Spec.ClusterName, err)
+	}
+	if kc.Spec.Hibernated && st.cluster != nil && m.DeletionTimestamp == nil {
+		// No apiserver runs to join or report to: the host is left as it
+		// is until the cluster wakes (its agent keeps what it runs).
+		st.hibernated = true
+		return st, nil
 	}
 	for _, ref := range m.Spec.Components {
 		version := ref.Version

@@ -26,6 +26,11 @@ func computeStatus(m *nodev1.Machine, st *state) {
 	if st.facts != nil {
 		s.Facts = st.facts
 	}
+	if st.hibernated {
+		set(nodev1.MachineReady, false, "ClusterHibernated", fmt.Sprintf("KubeCluster %s is hibernated: the host is left as it is until it wakes", m.Spec.ClusterName))
+		s.Phase = nodev1.MachinePhaseDegraded
+		return
+	}
 
 	// Reachable.
 	switch {
