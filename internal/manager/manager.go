@@ -31,6 +31,7 @@ import (
 	"github.com/kubeonkube/kok/internal/addon"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/etcd"
+	"github.com/kubeonkube/kok/internal/fleet"
 	"github.com/kubeonkube/kok/internal/kube"
 	"github.com/kubeonkube/kok/internal/machine"
 	kokwebhook "github.com/kubeonkube/kok/internal/webhook"
@@ -100,6 +101,9 @@ var Registry = map[string]Setup{
 	"machine": func(mgr ctrl.Manager, o Options) error {
 		return (&machine.Reconciler{Client: mgr.GetClient(),
 			Registry: &machine.Registry{Name: o.ImageRegistry, Endpoint: o.RegistryEndpoint}}).SetupWithManager(mgr)
+	},
+	"fleet": func(mgr ctrl.Manager, o Options) error {
+		return (&fleet.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)
 	},
 	"addon": func(mgr ctrl.Manager, o Options) error {
 		return (&addon.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry}).SetupWithManager(mgr)
