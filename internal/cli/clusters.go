@@ -9,11 +9,14 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
+	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/clusterctl"
 	"github.com/kubeonkube/kok/internal/local"
 	"github.com/kubeonkube/kok/internal/manager"
@@ -98,6 +101,7 @@ func newGetCommand(g *globalOptions) *cobra.Command {
 	get := &cobra.Command{Use: "get", Short: "Show business clusters, their kubeconfigs and the version catalog"}
 
 	lo := &metaOptions{localOptions: localOptions{globalOptions: g}}
+	var output string
 	list := &cobra.Command{
 		Use: "clusters", Aliases: []string{"cluster"}, Short: "List KubeClusters (all namespaces unless -n)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -110,18 +114,18 @@ func newGetCommand(g *globalOptions) *cobra.Command {
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			if output == "wide" {
+				return printClustersWide(cmd.Context(), c, w, l.Items, lo.namespace)
+			}
 			fmt.Fprintln(w, "NAMESPACE\tNAME\tVERSION\tINSTALLED\tPHASE\tREPLICAS\tENDPOINT\tAGE\tMESSAGE")
 			for _, kc := range l.Items {
-				msg := ""
-				if r := meta.FindStatusCondition(kc.Status.Conditions, clusterv1.ConditionReady); r != nil && r.Status != "True" {
-					msg = r.Message
-				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", kc.Namespace, kc.Name, kc.Spec.Version, kc.Status.Version, kc.Status.Phase,
-					kc.Spec.ControlPlane.Replicas, kc.Status.Endpoint, duration.HumanDuration(time.Since(kc.CreationTimestamp.Time)), msg)
+					kc.Spec.ControlPlane.Replicas, kc.Status.Endpoint, duration.HumanDuration(time.Since(kc.CreationTimestamp.Time)), notReadyMessage(&kc))
 			}
 			return w.Flush()
 		},
 	}
+	list.Flags().StringVarP(&output, "output", "o", "", "wide: health at a glance (etcd, konnectivity, addons, machines)")
 	lo.bind(list)
 
 	ko := &metaOptions{localOptions: localOptions{globalOptions: g}}
@@ -206,4 +210,62 @@ func newDeleteCommand(g *globalOptions) *cobra.Command {
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
 	del.AddCommand(cmd)
 	return del
+}
+
+func notReadyMessage(kc *clusterv1.KubeCluster) string {
+	if r := meta.FindStatusCondition(kc.Status.Conditions, clusterv1.ConditionReady); r != nil && r.Status != metav1.ConditionTrue {
+		return r.Message
+	}
+	return ""
+}
+
+// printClustersWide is every cluster's health in one line: its control
+// plane, etcd, tunnels, addons Healthy of listed, and Machines Ready.
+func printClustersWide(ctx context.Context, c client.Client, w *tabwriter.Writer, clusters []clusterv1.KubeCluster, namespace string) error {
+	var addons addonv1.ClusterAddonList
+	if err := c.List(ctx, &addons, client.InNamespace(namespace)); err != nil {
+		return err
+	}
+	var machines nodev1.MachineList
+	if err := c.List(ctx, &machines, client.InNamespace(namespace)); err != nil {
+		return err
+	}
+	type count struct{ ok, all int }
+	addonCount, machineCount := map[string]*count{}, map[string]*count{}
+	tally := func(m map[string]*count, key string, ok bool) {
+		if m[key] == nil {
+			m[key] = &count{}
+		}
+		m[key].all++
+		if ok {
+			m[key].ok++
+		}
+	}
+	for _, a := range addons.Items {
+		tally(addonCount, a.Namespace+"/"+a.Spec.ClusterName, meta.IsStatusConditionTrue(a.Status.Conditions, addonv1.AddonHealthy))
+	}
+	for _, m := range machines.Items {
+		tally(machineCount, m.Namespace+"/"+m.Spec.ClusterName, meta.IsStatusConditionTrue(m.Status.Conditions, nodev1.MachineReady))
+	}
+	frac := func(c *count) string {
+		if c == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%d/%d", c.ok, c.all)
+	}
+	cond := func(kc *clusterv1.KubeCluster, t string) string {
+		if cd := meta.FindStatusCondition(kc.Status.Conditions, t); cd != nil {
+			return string(cd.Status)
+		}
+		return "-"
+	}
+	fmt.Fprintln(w, "NAMESPACE\tNAME\tVERSION\tINSTALLED\tPHASE\tREADY\tETCD\tKONNECTIVITY\tADDONS\tMACHINES\tAGE\tMESSAGE")
+	for i := range clusters {
+		kc := &clusters[i]
+		key := kc.Namespace + "/" + kc.Name
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", kc.Namespace, kc.Name, kc.Spec.Version, kc.Status.Version, kc.Status.Phase,
+			cond(kc, clusterv1.ConditionReady), cond(kc, clusterv1.ConditionEtcdReady), cond(kc, clusterv1.ConditionKonnectivityReady),
+			frac(addonCount[key]), frac(machineCount[key]), duration.HumanDuration(time.Since(kc.CreationTimestamp.Time)), notReadyMessage(kc))
+	}
+	return w.Flush()
 }

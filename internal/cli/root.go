@@ -50,6 +50,6 @@ func NewRootCommand() *cobra.Command {
 	root.AddCommand(newBuildCommand(o), newUpCommand(o), newDownCommand(o), newStatusCommand(o),
 		newSuperviseCommand(o), newKubectlCommand(o), newEnvtestAssetsCommand(o), newLocalStorageCommand(o),
 		newCreateCommand(o), newGetCommand(o), newDeleteCommand(o), newRegistryCommand(o), newMachineCommand(o),
-		newAddonsCommand(o))
+		newAddonsCommand(o), newUpgradeCommand(o))
 	return root
 }
