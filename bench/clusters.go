@@ -8,12 +8,14 @@ import (
 	"io"
 	"log"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -105,7 +107,11 @@ func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, clie
 	if err != nil {
 		return err.Error()
 	}
-	if err := run(context.Background(), c, cfg); err != nil {
+	// An interrupt (Ctrl-C, SIGTERM) ends the benchmark's context, so the
+	// deferred teardown stops the meta cluster instead of leaving it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c, cfg); err != nil {
 		log.Printf("%s benchmark: %v", name, err)
 		return err.Error()
 	}

@@ -73,27 +73,51 @@ func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, ver
 	// The tools specs run in agnhost pods that busybox lacks or has
 	// without the options they use (nc -v -t), and Debian's dash as
 	// /bin/sh: busybox's shell runs its own applets before any in PATH.
-	tools, err := image.HostFiles("/usr/bin/curl", "/usr/bin/nc.openbsd", "/usr/bin/dash")
+	tools, err := image.HostFiles("/usr/bin/curl", "/usr/bin/nc.openbsd", "/usr/bin/dash", "/usr/bin/dig")
 	if err != nil {
-		return nil, fmt.Errorf("curl, nc and dash for the agnhost image: %w (install Debian's curl and netcat-openbsd)", err)
+		return nil, fmt.Errorf("curl, nc, dash and dig for the agnhost image: %w (install Debian's curl, netcat-openbsd and bind9-dnsutils)", err)
 	}
 	tools = append(tools, image.File{Dst: "/usr/bin/nc", Link: "/usr/bin/nc.openbsd"}, image.File{Dst: "/bin/sh", Link: "/usr/bin/dash"})
 	path := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	e2e := func(repo, tag string) string { return E2ERegistry + "/" + repo + ":" + tag }
+	agnhostLayers := [][]image.File{bb, tools, {{Src: agnhost, Dst: "/agnhost", Mode: 0o755},
+		{Dst: "/agnhost-2", Link: "agnhost"}, {Dst: "/uploads", Dir: true},
+		{Src: filepath.Join(porter, "localhost.crt"), Dst: "/localhost.crt", Mode: 0o644},
+		{Src: filepath.Join(porter, "localhost.key"), Dst: "/localhost.key", Mode: 0o644}}}
 	specs := []image.Spec{
-		{Ref: e2e("agnhost", AgnhostE2ETag), Layers: [][]image.File{bb, tools, {{Src: agnhost, Dst: "/agnhost", Mode: 0o755},
-			{Dst: "/agnhost-2", Link: "agnhost"}, {Dst: "/uploads", Dir: true},
-			{Src: filepath.Join(porter, "localhost.crt"), Dst: "/localhost.crt", Mode: 0o644},
-			{Src: filepath.Join(porter, "localhost.key"), Dst: "/localhost.key", Mode: 0o644}}},
-			Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: path},
+		{Ref: e2e("agnhost", AgnhostE2ETag), Layers: agnhostLayers, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: path},
 		{Ref: e2e("busybox", BusyboxE2ETag), Layers: [][]image.File{bb}, Cmd: []string{"sh"}, Env: path},
+		// The DNS specs' prober: a shell with dig (upstream: Debian with dnsutils).
+		{Ref: e2e("jessie-dnsutils", "1.7"), Layers: [][]image.File{bb, tools}, Cmd: []string{"sh"}, Env: path},
+		// A non-root user on a plain base (upstream: debian-base as 1234).
+		{Ref: e2e("nonroot", "1.4"), Layers: [][]image.File{bb}, Cmd: []string{"sh"}, Env: path, User: "1234"},
 		{Ref: image.Prefix + "pause:" + PauseE2ETag, Layers: [][]image.File{{{Src: bins.Pause, Dst: "/pause", Mode: 0o755}}},
 			Entrypoint: []string{"/pause"}},
 	}
-	index := []image.File{{Dst: "/htdocs", Dir: true}}
-	for _, web := range []struct{ repo, tag string }{{"httpd", "2.4.38-4"}, {"httpd", "2.4.39-4"}, {"nginx", "1.14-4"}, {"nginx", "1.15-4"}} {
-		specs = append(specs, image.Spec{Ref: e2e(web.repo, web.tag), Layers: [][]image.File{bb, index},
-			Entrypoint: []string{"/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/htdocs"}, Env: path})
+	// kubectl's Update Demo: agnhost serving its picture and data.json
+	// from / (upstream's kitten and nautilus, from the release's module).
+	for _, pet := range []string{"kitten", "nautilus"} {
+		html := filepath.Join(kube, "test", "images", pet, "html")
+		specs = append(specs, image.Spec{Ref: e2e(pet, "1.7"), Env: path, Entrypoint: []string{"/agnhost"}, Cmd: []string{"test-webserver"},
+			Layers: append(agnhostLayers[:len(agnhostLayers):len(agnhostLayers)], []image.File{
+				{Src: filepath.Join(html, pet+".jpg"), Dst: "/" + pet + ".jpg", Mode: 0o644},
+				{Src: filepath.Join(html, "data.json"), Dst: "/data.json", Mode: 0o644}})})
+	}
+	// The web servers' page, where upstream's images keep it: specs move
+	// it away and back to fail and pass readiness probes on /index.html.
+	page := filepath.Join(b.Dir("e2e-images", version), "index.html")
+	if err := os.MkdirAll(filepath.Dir(page), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(page, []byte("<html><body><h1>It works!</h1></body></html>\n"), 0o644); err != nil {
+		return nil, err
+	}
+	for _, web := range []struct{ repo, tag, root string }{{"httpd", "2.4.38-4", "/usr/local/apache2/htdocs"}, {"httpd", "2.4.39-4", "/usr/local/apache2/htdocs"},
+		{"nginx", "1.14-4", "/usr/share/nginx/html"}, {"nginx", "1.15-4", "/usr/share/nginx/html"}} {
+		docs := []image.File{{Dst: "/usr/local", Dir: true}, {Dst: "/usr/share", Dir: true}, {Dst: filepath.Dir(web.root), Dir: true},
+			{Dst: web.root, Dir: true}, {Src: page, Dst: web.root + "/index.html", Mode: 0o644}}
+		specs = append(specs, image.Spec{Ref: e2e(web.repo, web.tag), Layers: [][]image.File{bb, docs},
+			Entrypoint: []string{"/bin/busybox", "httpd", "-f", "-p", "80", "-h", web.root}, Env: path})
 	}
 	return specs, nil
 }

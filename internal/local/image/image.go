@@ -56,6 +56,8 @@ type Spec struct {
 	Entrypoint []string
 	Cmd        []string
 	Env        []string
+	// User is the image's user (e.g. "1234"); empty runs as root.
+	User string
 }
 
 // epoch is the modification time of every file in every layer, so that
@@ -95,6 +97,7 @@ func (b *Builder) Build(spec Spec) (v1.Image, error) {
 	cfg.Created = v1.Time{Time: epoch}
 	cfg.Config.Entrypoint = spec.Entrypoint
 	cfg.Config.Cmd = spec.Cmd
+	cfg.Config.User = spec.User
 	cfg.Config.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin"}, spec.Env...)
 	return mutate.ConfigFile(img, cfg)
 }
