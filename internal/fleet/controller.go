@@ -227,7 +227,7 @@ func (r *Reconciler) observe(ctx context.Context, cu *clusterv1.ClusterUpgrade, 
 
 // health reads what the gate needs of one cluster and asks it.
 func (r *Reconciler) health(ctx context.Context, kc *clusterv1.KubeCluster, to string) (Health, error) {
-	gi := GateInput{To: to, Cluster: kc, Readyz: NotAsked}
+	gi := GateInput{To: to, Cluster: kc, Readyz: ErrNotAsked}
 	var addons addonv1.ClusterAddonList
 	if err := r.List(ctx, &addons, client.InNamespace(kc.Namespace)); err != nil {
 		return Health{}, fmt.Errorf("listing ClusterAddons of %s: %w", kc.Name, err)

@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -23,12 +24,12 @@ type GateInput struct {
 	// Pods are the cluster's control-plane pods.
 	Pods []corev1.Pod
 	// Readyz is the answer of the apiserver's /readyz (nil: ready); not
-	// asked (NotAsked) until the control plane reports the target.
+	// asked (ErrNotAsked) until the control plane reports the target.
 	Readyz error
 }
 
-// NotAsked is the Readyz of a cluster whose apiserver was not asked.
-var NotAsked = fmt.Errorf("not asked")
+// ErrNotAsked is the Readyz of a cluster whose apiserver was not asked.
+var ErrNotAsked = errors.New("not asked")
 
 // failingReasons are waiting reasons of a container that will not fix
 // themselves without a change: the gate fails on them at once.
