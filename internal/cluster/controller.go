@@ -124,6 +124,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if apierrors.IsNotFound(err) {
 			r.bootstrapped.forget(req.NamespacedName)
 			r.tenants.forget(req.NamespacedName)
+			forgetMetrics(req.Namespace, req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -145,6 +146,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.Recorder.Event(kc, corev1.EventTypeWarning, "ReconcileFailed", err.Error())
 	}
 	computeStatus(kc, n, st, err)
+	recordMetrics(kc, st)
 	if serr := r.Status().Patch(ctx, kc, client.MergeFrom(orig)); serr != nil {
 		return ctrl.Result{}, errors.Join(err, fmt.Errorf("writing status: %w", serr))
 	}

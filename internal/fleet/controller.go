@@ -89,6 +89,9 @@ const (
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	cu := &clusterv1.ClusterUpgrade{}
 	if err := r.Get(ctx, req.NamespacedName, cu); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetMetrics(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	now := r.Now()
@@ -102,6 +105,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	before := cu.Status.DeepCopy()
 	computeStatus(cu, &plan, problem, now)
+	recordMetrics(cu)
 	// The journal is written before any cluster is touched: a pass that
 	// stops after it finds its clusters in status as Upgrading.
 	if !equalStatus(before, &cu.Status) {

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
@@ -242,4 +243,40 @@ func TestRollout(t *testing.T) {
 	if cu.Status.Summary != "5/5 done" || cu.Status.CompletionTime == nil {
 		t.Fatalf("summary %q, completion %v", cu.Status.Summary, cu.Status.CompletionTime)
 	}
+	// kok-manager's metrics say the same.
+	if got := gauge(t, "kok_cluster_upgrade_clusters", map[string]string{"upgrade": "cve", "state": "Succeeded"}); got != 5 {
+		t.Fatalf("kok_cluster_upgrade_clusters{state=Succeeded} = %v", got)
+	}
+	if got := gauge(t, "kok_cluster_upgrade_halted", map[string]string{"upgrade": "cve"}); got != 0 {
+		t.Fatalf("kok_cluster_upgrade_halted = %v", got)
+	}
+}
+
+// gauge reads one series of kok-manager's metrics registry.
+func gauge(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue series
+				}
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no series %s%v", name, labels)
+	return 0
 }
