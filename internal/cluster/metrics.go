@@ -1,10 +1,8 @@
 package cluster
 
 import (
-	"crypto/x509"
-	"encoding/pem"
-
 	"github.com/prometheus/client_golang/prometheus"
+	certutil "k8s.io/client-go/util/cert"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
@@ -24,7 +22,7 @@ var (
 	metricUpgrading = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kok_cluster_upgrading",
 		Help: "1 while spec.version differs from the version the control plane runs."}, clusterLabels)
 	metricCertExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kok_cluster_certificate_expiry_timestamp_seconds",
-		Help: "When each certificate of the cluster's PKI expires (tls.crt of its Secrets)."}, []string{"namespace", "cluster", "secret"})
+		Help: "When each certificate of the cluster's PKI expires (tls.crt of its leaf Secrets, ca.crt of its CAs)."}, []string{"namespace", "cluster", "secret"})
 )
 
 func init() {
@@ -44,7 +42,13 @@ func recordMetrics(kc *clusterv1.KubeCluster, st *state) {
 	}
 	metricCertExpiry.DeletePartialMatch(cl)
 	for name, s := range st.secrets {
-		if cert := parseCert(s.Data[pki.KeyCert]); cert != nil {
+		// A leaf's tls.crt; a CA Secret holds only ca.crt (and its key).
+		data := s.Data[pki.KeyCert]
+		if len(data) == 0 {
+			data = s.Data[pki.KeyCA]
+		}
+		if certs, err := certutil.ParseCertsPEM(data); err == nil && len(certs) > 0 {
+			cert := certs[0]
 			metricCertExpiry.With(prometheus.Labels{"namespace": kc.Namespace, "cluster": kc.Name, "secret": name}).Set(float64(cert.NotAfter.Unix()))
 		}
 	}
@@ -56,18 +60,6 @@ func forgetMetrics(namespace, name string) {
 	for _, v := range []*prometheus.GaugeVec{metricPhase, metricReady, metricUpgrading, metricCertExpiry} {
 		v.DeletePartialMatch(cl)
 	}
-}
-
-func parseCert(data []byte) *x509.Certificate {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return nil
-	}
-	return cert
 }
 
 func b2f(b bool) float64 {

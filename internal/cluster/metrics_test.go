@@ -19,7 +19,7 @@ func TestRecordMetrics(t *testing.T) {
 	}
 	kc := &clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a"}, Spec: clusterv1.KubeClusterSpec{Version: "v1.34.4"},
 		Status: clusterv1.KubeClusterStatus{Phase: clusterv1.PhaseUpgrading, Version: "v1.33.13"}}
-	st := &state{secrets: map[string]Secret{"a-ca": {Data: pki.SecretData{pki.KeyCert: ca.CertPEM()}}, "a-admin-kubeconfig": {}}}
+	st := &state{secrets: map[string]Secret{"a-ca": {Data: pki.SecretData{pki.KeyCA: ca.CertPEM()}}, "a-admin-kubeconfig": {}}}
 	recordMetrics(kc, st)
 	kc.Status.Phase = clusterv1.PhaseHibernated
 	recordMetrics(kc, st)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -108,7 +109,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	recordMetrics(cu)
 	// The journal is written before any cluster is touched: a pass that
 	// stops after it finds its clusters in status as Upgrading.
-	if !equalStatus(before, &cu.Status) {
+	if !equality.Semantic.DeepEqual(before, &cu.Status) {
 		if err := r.Status().Update(ctx, cu); err != nil {
 			return ctrl.Result{}, err
 		}

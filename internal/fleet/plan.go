@@ -125,7 +125,6 @@ func PlanRollout(in PlanInput) Plan {
 	var p Plan
 	p.Targets = make([]clusterv1.ClusterUpgradeTarget, len(in.Targets))
 	copy(p.Targets, in.Targets)
-	event := func(format string, args ...any) { p.Events = append(p.Events, fmt.Sprintf(format, args...)) }
 
 	// Membership: new clusters join, left or deleted ones are removed.
 	known := map[string]bool{}
@@ -154,7 +153,7 @@ func PlanRollout(in PlanInput) Plan {
 		t := &p.Targets[i]
 		c := byKey[t.Namespace+"/"+t.Name]
 		if c != nil && !known[c.key()] && t.State == clusterv1.UpgradeSkipped {
-			event("%s/%s skipped: %s", t.Namespace, t.Name, t.Message)
+			p.event("%s/%s skipped: %s", t.Namespace, t.Name, t.Message)
 		}
 		if (c == nil || !c.Selected || c.Deleting) && !terminal(t.State) {
 			why := "left the selection"
@@ -162,7 +161,7 @@ func PlanRollout(in PlanInput) Plan {
 				why = "was deleted"
 			}
 			t.State, t.Message, t.FinishTime = clusterv1.UpgradeRemoved, why+" while "+t.State, &now
-			event("%s/%s removed from the rollout: it %s", t.Namespace, t.Name, why)
+			p.event("%s/%s removed from the rollout: it %s", t.Namespace, t.Name, why)
 		}
 	}
 
@@ -182,9 +181,9 @@ func PlanRollout(in PlanInput) Plan {
 		switch {
 		case h.Healthy:
 			if t.State == clusterv1.UpgradeFailed {
-				event("%s/%s recovered: healthy at %s", t.Namespace, t.Name, to)
+				p.event("%s/%s recovered: healthy at %s", t.Namespace, t.Name, to)
 			} else {
-				event("%s/%s upgraded to %s", t.Namespace, t.Name, to)
+				p.event("%s/%s upgraded to %s", t.Namespace, t.Name, to)
 			}
 			t.State, t.Message, t.FinishTime = clusterv1.UpgradeSucceeded, "healthy at "+to, &now
 		case t.State == clusterv1.UpgradeFailed:
@@ -193,11 +192,11 @@ func PlanRollout(in PlanInput) Plan {
 			}
 		case h.Failing != "":
 			t.State, t.Message, t.FinishTime = clusterv1.UpgradeFailed, h.Failing, &now
-			event("%s/%s failed: %s", t.Namespace, t.Name, h.Failing)
+			p.event("%s/%s failed: %s", t.Namespace, t.Name, h.Failing)
 		case t.StartTime != nil && in.Now.Sub(t.StartTime.Time) > timeout:
 			t.State, t.FinishTime = clusterv1.UpgradeFailed, &now
 			t.Message = fmt.Sprintf("not healthy %s after the upgrade started: %s", timeout, h.Waiting)
-			event("%s/%s failed: %s", t.Namespace, t.Name, t.Message)
+			p.event("%s/%s failed: %s", t.Namespace, t.Name, t.Message)
 		default:
 			t.Message = h.Waiting
 		}
@@ -208,7 +207,7 @@ func PlanRollout(in PlanInput) Plan {
 		if c := byKey[t.Namespace+"/"+t.Name]; c != nil && t.State == clusterv1.UpgradePending {
 			if why := skipReason(c.Version, to); why != "" {
 				t.State, t.Message, t.FinishTime = clusterv1.UpgradeSkipped, why, &now
-				event("%s/%s skipped: %s", t.Namespace, t.Name, why)
+				p.event("%s/%s skipped: %s", t.Namespace, t.Name, why)
 			}
 		}
 	}
@@ -237,34 +236,13 @@ func PlanRollout(in PlanInput) Plan {
 	// Start what the wave, maxParallel, the soak, the windows and the
 	// budget allow.
 	if !p.Done && !p.Halted && !in.Spec.Paused {
-		if p.SoakUntil = soakUntil(p.Targets, p.Wave, in.Spec.Soak); p.SoakUntil != nil && in.Now.Before(p.SoakUntil.Time) {
-			goto journaled
+		if p.SoakUntil = soakUntil(p.Targets, p.Wave, in.Spec.Soak); p.SoakUntil != nil && !in.Now.Before(p.SoakUntil.Time) {
+			p.SoakUntil = nil // soaked
 		}
-		p.SoakUntil = nil
-		for i := range p.Targets {
-			t := &p.Targets[i]
-			c := byKey[t.Namespace+"/"+t.Name]
-			if t.Wave != p.Wave || t.State != clusterv1.UpgradePending || c == nil || inFlight >= maxParallel {
-				continue
-			}
-			switch {
-			case c.Hibernated:
-				// Nothing runs to gate: the cluster wakes at the target,
-				// gated by its own operator then.
-				t.State, t.StartTime, t.FinishTime = clusterv1.UpgradeHibernated, &now, &now
-				t.Message = "hibernated: spec.version set; it wakes at " + to
-				p.Start = append(p.Start, c.key())
-				event("%s/%s is hibernated: it wakes at %s", t.Namespace, t.Name, to)
-			case !c.Window:
-				t.Message = "waiting for its maintenance window (next opens " + c.NextWindow.UTC().Format(time.RFC3339) + ")"
-			default:
-				t.State, t.StartTime, t.Message = clusterv1.UpgradeUpgrading, &now, "spec.version set to "+to
-				inFlight++
-				event("%s/%s upgrading %s → %s (wave %d)", t.Namespace, t.Name, t.From, to, t.Wave)
-			}
+		if p.SoakUntil == nil {
+			p.startWave(byKey, to, maxParallel-inFlight, now)
 		}
 	}
-journaled:
 	// Every cluster the journal says is upgrading gets the target (again,
 	// when a pass stopped between the journal and the cluster).
 	for _, t := range p.Targets {
@@ -274,6 +252,38 @@ journaled:
 		}
 	}
 	return p
+}
+
+func (p *Plan) event(format string, args ...any) {
+	p.Events = append(p.Events, fmt.Sprintf(format, args...))
+}
+
+// startWave starts up to room Pending clusters of the wave in progress:
+// a hibernated one gets the target and is done, one outside its
+// maintenance window waits, the others upgrade.
+func (p *Plan) startWave(byKey map[string]*Cluster, to string, room int32, now metav1.Time) {
+	for i := range p.Targets {
+		t := &p.Targets[i]
+		c := byKey[t.Namespace+"/"+t.Name]
+		if t.Wave != p.Wave || t.State != clusterv1.UpgradePending || c == nil || room <= 0 {
+			continue
+		}
+		switch {
+		case c.Hibernated:
+			// Nothing runs to gate: the cluster wakes at the target,
+			// gated by its own operator then.
+			t.State, t.StartTime, t.FinishTime = clusterv1.UpgradeHibernated, &now, &now
+			t.Message = "hibernated: spec.version set; it wakes at " + to
+			p.Start = append(p.Start, c.key())
+			p.event("%s/%s is hibernated: it wakes at %s", t.Namespace, t.Name, to)
+		case !c.Window:
+			t.Message = "waiting for its maintenance window (next opens " + c.NextWindow.UTC().Format(time.RFC3339) + ")"
+		default:
+			t.State, t.StartTime, t.Message = clusterv1.UpgradeUpgrading, &now, "spec.version set to "+to
+			room--
+			p.event("%s/%s upgrading %s → %s (wave %d)", t.Namespace, t.Name, t.From, to, t.Wave)
+		}
+	}
 }
 
 // assignWaves places joining clusters (canaries first) after the journal's.

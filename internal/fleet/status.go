@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
@@ -31,11 +30,11 @@ func computeStatus(cu *clusterv1.ClusterUpgrade, plan *Plan, problem string, now
 	s.Clusters = plan.Targets
 	s.Wave, s.Waves, s.SoakUntil = plan.Wave, plan.Waves, plan.SoakUntil
 	counts := map[string]int32{}
+	s.StartTime = nil
 	for _, t := range plan.Targets {
 		counts[t.State]++
-		if t.StartTime != nil && s.StartTime == nil {
-			start := metav1.NewTime(now)
-			s.StartTime = &start
+		if t.StartTime != nil && (s.StartTime == nil || t.StartTime.Before(s.StartTime)) {
+			s.StartTime = t.StartTime // the first cluster's start
 		}
 	}
 	s.Total = int32(len(plan.Targets))
@@ -84,7 +83,7 @@ func computeStatus(cu *clusterv1.ClusterUpgrade, plan *Plan, problem string, now
 		set(clusterv1.ConditionComplete, false, "Running", msg)
 		set(clusterv1.ConditionProgressing, true, "Running", msg)
 		s.Phase = clusterv1.RolloutRunning
-		if s.StartTime == nil && s.Upgrading == 0 {
+		if s.StartTime == nil {
 			s.Phase = clusterv1.RolloutPending
 		}
 	}
@@ -103,8 +102,4 @@ func summary(counts map[string]int32, total int32) string {
 		}
 	}
 	return out
-}
-
-func equalStatus(a, b *clusterv1.ClusterUpgradeStatus) bool {
-	return equality.Semantic.DeepEqual(a, b)
 }

@@ -109,7 +109,7 @@ func (r *Reconciler) observe(ctx context.Context, m *nodev1.Machine) (*state, er
 	case !apierrors.IsNotFound(err):
 		return nil, fmt.Errorf("reading KubeCluster %s: %w", m.Spec.ClusterName, err)
 	}
-	if kc.Spec.Hibernated && st.cluster != nil && m.DeletionTimestamp == nil {
+	if st.cluster != nil && st.cluster.Spec.Hibernated && m.DeletionTimestamp == nil {
 		// No apiserver runs to join or report to: the host is left as it
 		// is until the cluster wakes (its agent keeps what it runs).
 		st.hibernated = true
