@@ -11,10 +11,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubeonkube/kok/internal/local/build"
 	"github.com/kubeonkube/kok/internal/local/proc"
 	"github.com/kubeonkube/kok/internal/local/versions"
+	"github.com/kubeonkube/kok/internal/manager"
 )
 
 // UpOptions configure kok up.
@@ -411,6 +413,13 @@ func (u *upRun) addonsReady(ctx context.Context) (string, error) {
 		if err := waitDeployment(ctx, u.cs, d.ns, d.name, u.p.start); err != nil {
 			return "", err
 		}
+	}
+	cl, err := client.New(u.rest, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		return "", err
+	}
+	if err := waitWebhook(ctx, cl, u.c.KubernetesVersion); err != nil {
+		return "", err
 	}
 	return "CoreDNS, kok-manager and kok-registry Ready", nil
 }

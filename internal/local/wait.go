@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -10,6 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 )
 
 // poll calls check at once, then every interval, until it reports done or
@@ -113,4 +117,29 @@ func freshReadyPods(ctx context.Context, cs kubernetes.Interface, ns string, sel
 		}
 	}
 	return n, nil
+}
+
+// waitWebhook waits until kok's admission webhook answers: a Ready
+// kok-manager pod is not enough, the apiserver reaches it through the
+// Service only once kube-proxy has programmed its endpoint, and until then
+// every create of a kok resource fails with "failed calling webhook". The
+// probe is a dry-run create of a KubeCluster; any answer, a refusal too,
+// means the webhook serves.
+func waitWebhook(ctx context.Context, cl client.Client, version string) error {
+	var last string
+	return poll(ctx, 250*time.Millisecond, 2*time.Minute, func(ctx context.Context) (bool, error) {
+		probe := &clusterv1.KubeCluster{
+			ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: "kok-up-webhook-probe"},
+			Spec: clusterv1.KubeClusterSpec{Version: version, ControlPlane: clusterv1.ControlPlaneSpec{Replicas: 1},
+				Etcd: clusterv1.EtcdSpec{Managed: &clusterv1.ManagedEtcd{Replicas: 1}}},
+		}
+		err := cl.Create(ctx, probe, client.DryRunAll)
+		if err != nil && strings.Contains(err.Error(), "failed calling webhook") {
+			last = err.Error()
+			return false, nil
+		}
+		return true, nil
+	}, func() error {
+		return fmt.Errorf("kok's admission webhook does not answer: %s; kubectl -n kok-system logs deploy/kok-manager", last)
+	})
 }
