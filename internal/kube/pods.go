@@ -13,8 +13,14 @@ const maxProblem = 400
 // ContainerProblem describes, in one line, why a pod's containers do not
 // run, in the container's own words where it left any (its termination
 // message: with TerminationMessageFallbackToLogsOnError, its last log
-// lines); "" when every container runs or finished well.
+// lines), or why the scheduler cannot place the pod; "" when every
+// container runs or finished well.
 func ContainerProblem(pod *corev1.Pod) string {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			return Tail("unschedulable: "+c.Message, maxProblem)
+		}
+	}
 	statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
 	for _, cs := range statuses {
 		var parts []string
