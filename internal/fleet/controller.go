@@ -13,8 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,8 +22,10 @@ import (
 	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	clusterac "github.com/kubeonkube/kok/api/cluster/v1alpha1/applyconfiguration/cluster/v1alpha1"
+	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/kube"
+	"github.com/kubeonkube/kok/internal/workload"
 )
 
 // Reconciler drives ClusterUpgrades.
@@ -43,6 +43,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=cluster.kok.dev,resources=clusterupgrades/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=cluster.kok.dev,resources=kubeclusters,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=addon.kok.dev,resources=clusteraddons,verbs=get;list;watch
+// +kubebuilder:rbac:groups=node.kok.dev,resources=machines,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
@@ -63,6 +64,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&clusterv1.ClusterUpgrade{}).
 		Watches(&clusterv1.KubeCluster{}, handler.EnqueueRequestsFromMapFunc(r.activeRollouts)).
 		Watches(&addonv1.ClusterAddon{}, handler.EnqueueRequestsFromMapFunc(r.activeRollouts)).
+		Watches(&nodev1.Machine{}, handler.EnqueueRequestsFromMapFunc(r.activeRollouts)).
 		Complete(r)
 }
 
@@ -205,9 +207,9 @@ func (r *Reconciler) observe(ctx context.Context, cu *clusterv1.ClusterUpgrade, 
 	if err := r.List(ctx, &list); err != nil {
 		return nil, "", fmt.Errorf("listing KubeClusters: %w", err)
 	}
-	journal := map[string]string{}
+	journal := map[string]clusterv1.ClusterUpgradeTarget{}
 	for _, t := range cu.Status.Clusters {
-		journal[t.Namespace+"/"+t.Name] = t.State
+		journal[t.Namespace+"/"+t.Name] = t
 	}
 	for i := range list.Items {
 		kc := &list.Items[i]
@@ -215,69 +217,81 @@ func (r *Reconciler) observe(ctx context.Context, cu *clusterv1.ClusterUpgrade, 
 		c := Cluster{Namespace: kc.Namespace, Name: kc.Name, Version: kc.Spec.Version, Hibernated: kc.Spec.Hibernated,
 			Deleting: kc.DeletionTimestamp != nil, Selected: namespaces(kc.Namespace) && sel.Matches(labels.Set(kc.Labels)),
 			Canary: canary.Matches(labels.Set(kc.Labels))}
-		state, known := journal[key]
+		t, known := journal[key]
 		if !c.Selected && !known {
 			continue
 		}
 		c.Window, c.NextWindow = InWindow(kc.Spec.MaintenanceWindows, now)
-		if state == clusterv1.UpgradeUpgrading || state == clusterv1.UpgradeFailed {
-			if c.Health, err = r.health(ctx, kc, cu.Spec.To); err != nil {
+		switch {
+		case t.State == clusterv1.UpgradeUpgrading || t.State == clusterv1.UpgradeFailed:
+			gi, err := r.gateInput(ctx, kc, cu.Spec.To)
+			if err != nil {
 				return nil, "", err
 			}
+			gi.HealthyAtStart = t.HealthyAtStart
+			if kc.Status.Version == cu.Spec.To && kc.Spec.Version == cu.Spec.To {
+				gi.Readyz = r.Readyz(ctx, kc)
+			}
+			c.Health = Gate(gi)
+		case c.Selected && !kc.Spec.Hibernated && (!known || t.State == clusterv1.UpgradePending):
+			// What is healthy before it starts is what the gate waits for.
+			gi, err := r.gateInput(ctx, kc, cu.Spec.To)
+			if err != nil {
+				return nil, "", err
+			}
+			c.HealthyParts = HealthyParts(gi.Addons, gi.Machines)
 		}
 		in.Clusters = append(in.Clusters, c)
 	}
 	return in, "", nil
 }
 
-// health reads what the gate needs of one cluster and asks it.
-func (r *Reconciler) health(ctx context.Context, kc *clusterv1.KubeCluster, to string) (Health, error) {
+// gateInput reads what the gate needs of one cluster from the meta
+// cluster: its ClusterAddons, Machines and control-plane pods.
+func (r *Reconciler) gateInput(ctx context.Context, kc *clusterv1.KubeCluster, to string) (GateInput, error) {
 	gi := GateInput{To: to, Cluster: kc, Readyz: ErrNotAsked}
 	var addons addonv1.ClusterAddonList
 	if err := r.List(ctx, &addons, client.InNamespace(kc.Namespace)); err != nil {
-		return Health{}, fmt.Errorf("listing ClusterAddons of %s: %w", kc.Name, err)
+		return gi, fmt.Errorf("listing ClusterAddons of %s: %w", kc.Name, err)
 	}
 	for _, a := range addons.Items {
 		if a.Spec.ClusterName == kc.Name {
 			gi.Addons = append(gi.Addons, a)
 		}
 	}
+	var machines nodev1.MachineList
+	if err := r.List(ctx, &machines, client.InNamespace(kc.Namespace)); err != nil {
+		return gi, fmt.Errorf("listing the Machines of %s: %w", kc.Name, err)
+	}
+	for _, m := range machines.Items {
+		if m.Spec.ClusterName == kc.Name && m.DeletionTimestamp == nil {
+			gi.Machines = append(gi.Machines, m)
+		}
+	}
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(kc.Namespace), client.MatchingLabels{kube.LabelInstance: kc.Name}); err != nil {
-		return Health{}, fmt.Errorf("listing the pods of %s: %w", kc.Name, err)
+		return gi, fmt.Errorf("listing the pods of %s: %w", kc.Name, err)
 	}
 	for _, p := range pods.Items {
 		if slices.Contains([]string{cluster.APIServer, cluster.ControllerManager, cluster.Scheduler}, p.Labels[kube.LabelName]) {
 			gi.Pods = append(gi.Pods, p)
 		}
 	}
-	if kc.Status.Version == to && kc.Spec.Version == to {
-		gi.Readyz = r.Readyz(ctx, kc)
-	}
-	return Gate(gi), nil
+	return gi, nil
 }
 
 // readyzThroughKubeconfig asks /readyz with the admin kubeconfig the
-// cluster operator publishes.
-func readyzThroughKubeconfig(c client.Client) func(ctx context.Context, kc *clusterv1.KubeCluster) error {
+// cluster operator publishes, through clients kept per cluster.
+func readyzThroughKubeconfig(c client.Reader) func(ctx context.Context, kc *clusterv1.KubeCluster) error {
+	clients := &workload.Cache{Reader: c}
 	return func(ctx context.Context, kc *clusterv1.KubeCluster) error {
-		if kc.Status.AdminKubeconfigSecret == "" {
-			return fmt.Errorf("no admin kubeconfig published yet")
-		}
-		var s corev1.Secret
-		if err := c.Get(ctx, client.ObjectKey{Namespace: kc.Namespace, Name: kc.Status.AdminKubeconfigSecret}, &s); err != nil {
-			return err
-		}
-		cfg, err := clientcmd.RESTConfigFromKubeConfig(s.Data[cluster.KeyKubeconfig])
+		w, err := clients.Get(ctx, kc)
 		if err != nil {
 			return err
 		}
-		cfg.Timeout = 5 * time.Second
-		cs, err := kubernetes.NewForConfig(cfg)
-		if err != nil {
-			return err
-		}
-		body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		body, err := w.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		if err != nil {
 			return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(body)))
 		}

@@ -10,6 +10,7 @@ import (
 
 	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
+	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/conditions"
 	"github.com/kubeonkube/kok/internal/kube"
@@ -23,6 +24,11 @@ type GateInput struct {
 	Addons []addonv1.ClusterAddon
 	// Pods are the cluster's control-plane pods.
 	Pods []corev1.Pod
+	// Machines are the cluster's Machines (its nodes).
+	Machines []nodev1.Machine
+	// HealthyAtStart are the parts (HealthyParts) that were healthy when
+	// the upgrade started.
+	HealthyAtStart []string
 	// Readyz is the answer of the apiserver's /readyz (nil: ready); not
 	// asked (ErrNotAsked) until the control plane reports the target.
 	Readyz error
@@ -35,11 +41,32 @@ var ErrNotAsked = errors.New("not asked")
 // themselves without a change: the gate fails on them at once.
 var failingReasons = []string{"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
 
+// HealthyParts names a cluster's healthy parts: "addon/<name>" for each
+// Healthy ClusterAddon, "machine/<name>" for each Ready Machine.
+func HealthyParts(addons []addonv1.ClusterAddon, machines []nodev1.Machine) []string {
+	var out []string
+	for _, a := range addons {
+		if conditions.IsTrue(a.Status.Conditions, addonv1.AddonHealthy) {
+			out = append(out, "addon/"+a.Spec.Addon)
+		}
+	}
+	for _, m := range machines {
+		if conditions.IsTrue(m.Status.Conditions, nodev1.MachineReady) {
+			out = append(out, "machine/"+m.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Gate is the health gate of a cluster upgraded to in.To: the control
 // plane runs the target (every component, rolled out) and is Ready, its
-// apiserver answers /readyz, every addon is Healthy at the target, and no
-// control-plane pod of the target crash-loops or cannot get its image —
-// which fails the gate at once, in the pod's own words.
+// apiserver answers /readyz, every addon listed is applied for the target,
+// and what was healthy when the upgrade started is healthy again: those
+// addons Healthy, those Machines Ready with their kubelet at the target
+// (unless the Machine pins the kubelet's version). A control-plane pod of
+// the target that crash-loops or cannot get its image fails the gate at
+// once, in the pod's own words.
 func Gate(in GateInput) Health {
 	kc := in.Cluster
 	for i := range in.Pods {
@@ -65,6 +92,7 @@ func Gate(in GateInput) Health {
 	case in.Readyz != nil:
 		return Health{Waiting: "apiserver /readyz: " + in.Readyz.Error()}
 	}
+	wasHealthy := func(kind, name string) bool { return slices.Contains(in.HealthyAtStart, kind+"/"+name) }
 	var waiting []string
 	for _, a := range kc.Spec.Addons {
 		i := slices.IndexFunc(in.Addons, func(ca addonv1.ClusterAddon) bool { return ca.Spec.Addon == a.Name })
@@ -73,12 +101,28 @@ func Gate(in GateInput) Health {
 			waiting = append(waiting, a.Name+" has no ClusterAddon yet")
 		case in.Addons[i].Status.KubernetesVersion != in.To:
 			waiting = append(waiting, fmt.Sprintf("%s is applied for %s", a.Name, orNone(in.Addons[i].Status.KubernetesVersion)))
-		case !conditions.IsTrue(in.Addons[i].Status.Conditions, addonv1.AddonHealthy):
-			waiting = append(waiting, a.Name+" is not Healthy")
+		case wasHealthy("addon", a.Name) && !conditions.IsTrue(in.Addons[i].Status.Conditions, addonv1.AddonHealthy):
+			waiting = append(waiting, a.Name+" is not Healthy (it was before the upgrade)")
 		}
 	}
 	if len(waiting) > 0 {
 		return Health{Waiting: "addons: " + strings.Join(waiting, "; ")}
+	}
+	for i := range in.Machines {
+		m := &in.Machines[i]
+		if !wasHealthy("machine", m.Name) {
+			continue
+		}
+		follows := slices.ContainsFunc(m.Spec.Components, func(c nodev1.ComponentRef) bool { return c.Name == "kubelet" && c.Version == "" })
+		switch {
+		case follows && m.Status.KubeletVersion != in.To:
+			waiting = append(waiting, fmt.Sprintf("%s runs kubelet %s", m.Name, orNone(m.Status.KubeletVersion)))
+		case !conditions.IsTrue(m.Status.Conditions, nodev1.MachineReady):
+			waiting = append(waiting, m.Name+" is not Ready (it was before the upgrade)")
+		}
+	}
+	if len(waiting) > 0 {
+		return Health{Waiting: "machines: " + strings.Join(waiting, "; ")}
 	}
 	return Health{Healthy: true}
 }

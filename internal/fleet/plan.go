@@ -36,6 +36,9 @@ type Cluster struct {
 	// Health is the health gate's verdict at the target (see Gate);
 	// meaningful while the cluster upgrades or failed.
 	Health Health
+	// HealthyParts are the addons and machines healthy now
+	// (HealthyParts); recorded in the journal when the cluster starts.
+	HealthyParts []string
 	// Window: the cluster may start now (no maintenance windows, or one is
 	// open); NextWindow is when the next one opens otherwise.
 	Window     bool
@@ -280,6 +283,7 @@ func (p *Plan) startWave(byKey map[string]*Cluster, to string, room int32, now m
 			t.Message = "waiting for its maintenance window (next opens " + c.NextWindow.UTC().Format(time.RFC3339) + ")"
 		default:
 			t.State, t.StartTime, t.Message = clusterv1.UpgradeUpgrading, &now, "spec.version set to "+to
+			t.HealthyAtStart = c.HealthyParts
 			room--
 			p.event("%s/%s upgrading %s → %s (wave %d)", t.Namespace, t.Name, t.From, to, t.Wave)
 		}

@@ -11,6 +11,7 @@ import (
 
 	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
+	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
 )
 
@@ -226,8 +227,22 @@ func TestGate(t *testing.T) {
 			Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "kube-apiserver",
 				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: "back-off pulling image"}}}}}}
 	}
+	machine := func(name, kubelet, pinned string, ready bool) nodev1.Machine {
+		st := metav1.ConditionFalse
+		if ready {
+			st = metav1.ConditionTrue
+		}
+		return nodev1.Machine{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec:   nodev1.MachineSpec{Components: []nodev1.ComponentRef{{Name: "containerd"}, {Name: "kubelet", Version: pinned}}},
+			Status: nodev1.MachineStatus{KubeletVersion: kubelet, Conditions: []metav1.Condition{{Type: nodev1.MachineReady, Status: st}}}}
+	}
 	old := kc.DeepCopy()
 	old.Status.Version = "v1.33.13"
+	sick := addon.DeepCopy()
+	sick.Status.Conditions[0].Status = metav1.ConditionFalse
+	if got := HealthyParts([]addonv1.ClusterAddon{addon, *sick}, []nodev1.Machine{machine("m2", "", "", true), machine("m1", "", "", true), machine("m3", "", "", false)}); strings.Join(got, ",") != "addon/coredns,machine/m1,machine/m2" {
+		t.Errorf("HealthyParts: %v", got)
+	}
 	stale := addon.DeepCopy()
 	stale.Status.KubernetesVersion = "v1.33.13"
 	for _, tc := range []struct {
@@ -240,6 +255,17 @@ func TestGate(t *testing.T) {
 		{"readyz", GateInput{To: "v1.34.4", Cluster: kc, Readyz: fmt.Errorf("etcd not ok")}, "waiting: apiserver /readyz: etcd not ok"},
 		{"addon behind", GateInput{To: "v1.34.4", Cluster: kc, Addons: []addonv1.ClusterAddon{*stale}}, "waiting: addons: coredns is applied for v1.33.13"},
 		{"new pod cannot pull", GateInput{To: "v1.34.4", Cluster: old, Pods: []corev1.Pod{pod("v1.34.4", "ImagePullBackOff")}}, "failing: pod apiserver-v1.34.4: "},
+		{"machines at the target", GateInput{To: "v1.34.4", Cluster: kc, Addons: []addonv1.ClusterAddon{addon},
+			Machines: []nodev1.Machine{machine("m1", "v1.34.4", "", true), machine("m2", "v1.33.13", "v1.33.13", true)}}, "healthy"},
+		{"a node behind", GateInput{To: "v1.34.4", Cluster: kc, Addons: []addonv1.ClusterAddon{addon}, HealthyAtStart: []string{"machine/m1"},
+			Machines: []nodev1.Machine{machine("m1", "v1.33.13", "", true)}}, "waiting: machines: m1 runs kubelet v1.33.13"},
+		{"a pinned node not Ready", GateInput{To: "v1.34.4", Cluster: kc, Addons: []addonv1.ClusterAddon{addon}, HealthyAtStart: []string{"machine/m2"},
+			Machines: []nodev1.Machine{machine("m2", "v1.33.13", "v1.33.13", false)}}, "waiting: machines: m2 is not Ready (it was before the upgrade)"},
+		{"a node broken before the upgrade", GateInput{To: "v1.34.4", Cluster: kc, Addons: []addonv1.ClusterAddon{addon},
+			Machines: []nodev1.Machine{machine("m1", "v1.33.13", "", false)}}, "healthy"},
+		{"an addon that was healthy", GateInput{To: "v1.34.4", Cluster: kc, Addons: []addonv1.ClusterAddon{*sick}, HealthyAtStart: []string{"addon/coredns"}},
+			"waiting: addons: coredns is not Healthy (it was before the upgrade)"},
+		{"an addon that was not healthy before", GateInput{To: "v1.34.4", Cluster: kc, Addons: []addonv1.ClusterAddon{*sick}}, "healthy"},
 		{"old pod is not the upgrade's", GateInput{To: "v1.34.4", Cluster: kc, Addons: []addonv1.ClusterAddon{addon}, Pods: []corev1.Pod{pod("v1.33.13", "CrashLoopBackOff")}}, "healthy"},
 	} {
 		h := Gate(tc.in)

@@ -122,6 +122,12 @@ type ClusterUpgradeTarget struct {
 	StartTime *metav1.Time `json:"startTime,omitempty"`
 	// +optional
 	FinishTime *metav1.Time `json:"finishTime,omitempty"`
+	// HealthyAtStart are the cluster's parts that were healthy when its
+	// upgrade started ("addon/<name>", "machine/<name>"): the gate waits
+	// for these to be healthy again at the target, and does not hold the
+	// upgrade responsible for what was broken before it.
+	// +optional
+	HealthyAtStart []string `json:"healthyAtStart,omitempty"`
 }
 
 // ClusterUpgradeStatus is the rollout's progress; it is also the journal a

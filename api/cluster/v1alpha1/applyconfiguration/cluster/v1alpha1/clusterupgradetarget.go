@@ -9,14 +9,15 @@ import (
 // ClusterUpgradeTargetApplyConfiguration represents a declarative configuration of the ClusterUpgradeTarget type for use
 // with apply.
 type ClusterUpgradeTargetApplyConfiguration struct {
-	Namespace  *string  `json:"namespace,omitempty"`
-	Name       *string  `json:"name,omitempty"`
-	Wave       *int32   `json:"wave,omitempty"`
-	State      *string  `json:"state,omitempty"`
-	From       *string  `json:"from,omitempty"`
-	Message    *string  `json:"message,omitempty"`
-	StartTime  *v1.Time `json:"startTime,omitempty"`
-	FinishTime *v1.Time `json:"finishTime,omitempty"`
+	Namespace      *string  `json:"namespace,omitempty"`
+	Name           *string  `json:"name,omitempty"`
+	Wave           *int32   `json:"wave,omitempty"`
+	State          *string  `json:"state,omitempty"`
+	From           *string  `json:"from,omitempty"`
+	Message        *string  `json:"message,omitempty"`
+	StartTime      *v1.Time `json:"startTime,omitempty"`
+	FinishTime     *v1.Time `json:"finishTime,omitempty"`
+	HealthyAtStart []string `json:"healthyAtStart,omitempty"`
 }
 
 // ClusterUpgradeTargetApplyConfiguration constructs a declarative configuration of the ClusterUpgradeTarget type for use with
@@ -86,5 +87,15 @@ func (b *ClusterUpgradeTargetApplyConfiguration) WithStartTime(value v1.Time) *C
 // If called multiple times, the FinishTime field is set to the value of the last call.
 func (b *ClusterUpgradeTargetApplyConfiguration) WithFinishTime(value v1.Time) *ClusterUpgradeTargetApplyConfiguration {
 	b.FinishTime = &value
+	return b
+}
+
+// WithHealthyAtStart adds the given value to the HealthyAtStart field in the declarative configuration
+// and returns the receiver, so that objects can be build by chaining "With" function invocations.
+// If called multiple times, values provided by each call will be appended to the HealthyAtStart field.
+func (b *ClusterUpgradeTargetApplyConfiguration) WithHealthyAtStart(values ...string) *ClusterUpgradeTargetApplyConfiguration {
+	for i := range values {
+		b.HealthyAtStart = append(b.HealthyAtStart, values[i])
+	}
 	return b
 }
