@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -101,7 +102,7 @@ func newGetCommand(g *globalOptions) *cobra.Command {
 	get := &cobra.Command{Use: "get", Short: "Show business clusters, their kubeconfigs and the version catalog"}
 
 	lo := &metaOptions{localOptions: localOptions{globalOptions: g}}
-	var output string
+	var output, selector string
 	list := &cobra.Command{
 		Use: "clusters", Aliases: []string{"cluster"}, Short: "List KubeClusters (all namespaces unless -n)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -109,8 +110,12 @@ func newGetCommand(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			sel, err := labels.Parse(selector)
+			if err != nil {
+				return fmt.Errorf("--selector: %w", err)
+			}
 			var l clusterv1.KubeClusterList
-			if err := c.List(cmd.Context(), &l, client.InNamespace(lo.namespace)); err != nil {
+			if err := c.List(cmd.Context(), &l, client.InNamespace(lo.namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -126,6 +131,7 @@ func newGetCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	list.Flags().StringVarP(&output, "output", "o", "", "wide: health at a glance (etcd, konnectivity, addons, machines)")
+	list.Flags().StringVarP(&selector, "selector", "l", "", "only clusters with these labels, e.g. env=prod")
 	lo.bind(list)
 
 	ko := &metaOptions{localOptions: localOptions{globalOptions: g}}

@@ -58,28 +58,24 @@ func StartUpgrade(ctx context.Context, c client.Client, o UpgradeOptions) (*clus
 // WatchUpgrade prints the rollout's progress whenever it changes until it
 // finishes (nil) or halts (an error naming the failed clusters).
 func WatchUpgrade(ctx context.Context, c client.Client, name string, out io.Writer) error {
-	last := ""
+	var w upgradeWatch
 	for {
 		cu := &clusterv1.ClusterUpgrade{}
 		if err := c.Get(ctx, client.ObjectKey{Name: name}, cu); err != nil {
 			return err
 		}
-		now := time.Now()
-		if view := RenderUpgrade(cu, now); view != last {
-			fmt.Fprintf(out, "--- %s\n%s", now.UTC().Format("15:04:05"), view)
-			last = view
-		}
-		if cu.Status.ObservedGeneration == cu.Generation {
-			switch cu.Status.Phase {
-			case clusterv1.RolloutSucceeded:
+		finished := cu.Status.ObservedGeneration == cu.Generation &&
+			(cu.Status.Phase == clusterv1.RolloutSucceeded || cu.Status.Phase == clusterv1.RolloutHalted)
+		_, _ = io.WriteString(out, w.next(cu, time.Now(), finished))
+		if finished {
+			if cu.Status.Phase == clusterv1.RolloutSucceeded {
 				return nil
-			case clusterv1.RolloutHalted:
-				msg := ""
-				if h := meta.FindStatusCondition(cu.Status.Conditions, clusterv1.ConditionHalted); h != nil {
-					msg = h.Message
-				}
-				return fmt.Errorf("rollout %s halted: %s (fix the clusters and it resumes; kok upgrade status %s)", name, msg, name)
 			}
+			msg := ""
+			if h := meta.FindStatusCondition(cu.Status.Conditions, clusterv1.ConditionHalted); h != nil {
+				msg = h.Message
+			}
+			return fmt.Errorf("rollout %s halted: %s (fix the clusters and it resumes; kok upgrade status %s)", name, msg, name)
 		}
 		select {
 		case <-ctx.Done():
@@ -87,6 +83,42 @@ func WatchUpgrade(ctx context.Context, c client.Client, name string, out io.Writ
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// upgradeWatch turns successive looks at a rollout into a log: the whole
+// view first and at the end, then a line when the rollout's summary
+// changes and one per cluster whose state changed, with its message —
+// not a redraw for each second that passed.
+type upgradeWatch struct {
+	started bool
+	header  string
+	states  map[string]string
+}
+
+func (w *upgradeWatch) next(cu *clusterv1.ClusterUpgrade, now time.Time, final bool) string {
+	stamp := now.UTC().Format("15:04:05")
+	view := RenderUpgrade(cu, now)
+	s := &cu.Status
+	header := fmt.Sprintf("%s %s %s %d/%d", s.Phase, s.Summary, s.SoakUntil, s.Wave, s.Waves)
+	var b strings.Builder
+	switch {
+	case !w.started || final:
+		fmt.Fprintf(&b, "--- %s\n%s", stamp, view)
+	default:
+		if header != w.header {
+			fmt.Fprintf(&b, "%s %s\n", stamp, strings.SplitN(view, "\n", 2)[0])
+		}
+		for _, t := range s.Clusters {
+			if prev, ok := w.states[t.Namespace+"/"+t.Name]; !ok || prev != t.State {
+				fmt.Fprintf(&b, "%s   %s/%s wave %d %s → %s  %s\n", stamp, t.Namespace, t.Name, t.Wave, orDash(prev), t.State, t.Message)
+			}
+		}
+	}
+	w.started, w.header, w.states = true, header, map[string]string{}
+	for _, t := range s.Clusters {
+		w.states[t.Namespace+"/"+t.Name] = t.State
+	}
+	return b.String()
 }
 
 // PrintUpgrade prints the rollout once.

@@ -30,3 +30,37 @@ func TestRenderUpgrade(t *testing.T) {
 		}
 	}
 }
+
+func TestUpgradeWatchLogsChanges(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	cu := &clusterv1.ClusterUpgrade{ObjectMeta: metav1.ObjectMeta{Name: "cve"}, Spec: clusterv1.ClusterUpgradeSpec{To: "v1.34.4"},
+		Status: clusterv1.ClusterUpgradeStatus{Phase: clusterv1.RolloutRunning, Waves: 2, Total: 2, Summary: "1 upgrading, 1 pending",
+			Clusters: []clusterv1.ClusterUpgradeTarget{
+				{Namespace: "a", Name: "p0", State: clusterv1.UpgradeUpgrading, Message: "the control plane runs v1.33.13"},
+				{Namespace: "a", Name: "p1", Wave: 1, State: clusterv1.UpgradePending}}}}
+	var w upgradeWatch
+	first := w.next(cu, now, false)
+	if !strings.Contains(first, "a/p0") || !strings.Contains(first, "a/p1") {
+		t.Fatalf("the first look shows everything:\n%s", first)
+	}
+	// Time passes, a message changes: nothing to say.
+	cu.Status.Clusters[0].Message = "addons: coredns is applied for v1.33.13"
+	if out := w.next(cu, now.Add(time.Second), false); out != "" {
+		t.Errorf("a redraw for a message:\n%s", out)
+	}
+	cu.Status.Clusters[0].State, cu.Status.Clusters[0].Message = clusterv1.UpgradeSucceeded, "healthy at v1.34.4"
+	cu.Status.Clusters[1].State = clusterv1.UpgradeUpgrading
+	cu.Status.Summary, cu.Status.Wave, cu.Status.Done = "1/2 done, 1 upgrading", 1, 1
+	out := w.next(cu, now.Add(2*time.Second), false)
+	for _, want := range []string{"10:00:02 cve → v1.34.4", "a/p0 wave 0 Upgrading → Succeeded  healthy at v1.34.4", "a/p1 wave 1 Pending → Upgrading"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in\n%s", want, out)
+		}
+	}
+	if strings.Count(out, "\n") != 3 {
+		t.Errorf("want a header line and two cluster lines:\n%s", out)
+	}
+	if final := w.next(cu, now.Add(3*time.Second), true); !strings.HasPrefix(final, "--- 10:00:03\n") {
+		t.Errorf("the end shows everything again:\n%s", final)
+	}
+}
