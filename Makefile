@@ -15,7 +15,7 @@ export KOK_HELM := $(HELM)
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(KOK_CACHE_DIR)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
 
-.PHONY: help build up down status test unit envtest e2e bench conformance fmt vet lint generate assets tools clean
+.PHONY: help build up down status test test-deps unit envtest e2e bench conformance fmt vet lint generate assets tools clean
 
 help: ## Show targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -77,11 +77,19 @@ envtest: assets tools ## Controller tests against a real kube-apiserver + etcd
 e2e: build assets tools ## End-to-end tests on a real local meta cluster (root)
 	go test -tags e2e -p 1 ./internal/local/hosts/ ./test/e2e/... -count=1 -v -timeout 60m
 
-test: vet build assets tools ## Everything: unit + envtest + e2e
+# Prometheus (Debian's) runs kok's alert rules and dashboard in the e2e
+# tests; policy-rc.d keeps its service from starting.
+test-deps: ## Install the Debian packages the tests use beyond kok up's (prometheus)
+	@command -v prometheus >/dev/null || { p=/usr/sbin/policy-rc.d; made=; \
+		if [ ! -e $$p ]; then printf '#!/bin/sh\nexit 101\n' >$$p && chmod +x $$p && made=1; fi; \
+		apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; \
+		rc=$$?; if [ -n "$$made" ]; then rm -f $$p; fi; exit $$rc; }
+
+test: vet build assets tools test-deps ## Everything: unit + envtest + e2e
 	KUBEBUILDER_ASSETS=$$($(BIN)/kok envtest-assets) go test -tags envtest ./... -count=1
 	go test -tags e2e -p 1 ./internal/local/hosts/ ./test/e2e/... -count=1 -v -timeout 60m
 
-bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up, ONLY=platform|clusters|etcd|machines|addons picks one)
+bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a cold kok up, ONLY=platform|clusters|etcd|machines|addons|fleet picks one)
 	go run ./bench -out bench/results $(if $(COLD),-cold) $(if $(ONLY),-only $(ONLY))
 
 conformance: build assets ## Kubernetes' e2e conformance suite on a business cluster → bench/results/conformance.md (FOCUS=regexp, SKIP=regexp)
