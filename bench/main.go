@@ -61,11 +61,13 @@ type Machine struct {
 
 func main() {
 	out := flag.String("out", "bench/results", "directory for result files")
-	only := flag.String("only", "", "run one benchmark: platform, clusters, etcd, machines, addons or conformance (default: all but conformance)")
+	only := flag.String("only", "", "run one benchmark: platform, clusters, etcd, machines, addons, fleet or conformance (default: all but conformance)")
 	focus := flag.String("conformance-focus", `\[Conformance\]`, "with -only conformance: the specs of e2e.test to run (ginkgo focus)")
 	skip := flag.String("conformance-skip", "", "with -only conformance: specs to leave out (ginkgo skip)")
 	cold := flag.Bool("cold", false, "also measure a cold kok up: empty Go build cache and kok cache (rebuilds Kubernetes; ≈15 min on 2 cores)")
 	createClusters := flag.Int("create-clusters", 0, "development: create this many business clusters, one after another, on the running meta cluster of -kubeconfig and print how long each took to be Ready, with its timeline (nothing is written)")
+	fleetTotal := flag.Int("fleet-clusters", 1000, "with -only fleet: KubeClusters in the fleet")
+	fleetLive := flag.Int("fleet-live", 20, "with -only fleet: how many of them run (the rest are hibernated)")
 	upgrade := flag.Bool("upgrade", false, "development: with -create-clusters, also time an HA upgrade")
 	// controller-runtime registers -kubeconfig on the default flag set
 	// when it is linked in (client/config); use that one if it is there.
@@ -142,6 +144,9 @@ func main() {
 	case "addons":
 		benchAddons(*out, kokBin, cacheDir)
 		return
+	case "fleet":
+		benchFleet(*out, kokBin, cacheDir, *fleetTotal, *fleetLive)
+		return
 	case "conformance":
 		benchConformance(*out, kokBin, cacheDir, *focus, *skip)
 		return
@@ -156,6 +161,7 @@ func main() {
 		benchEtcd(*out, kokBin, cacheDir)
 		benchMachines(*out, kokBin, cacheDir)
 		benchAddons(*out, kokBin, cacheDir)
+		benchFleet(*out, kokBin, cacheDir, *fleetTotal, *fleetLive)
 	}
 }
 
