@@ -449,14 +449,17 @@ func projected(name string, files []projection) corev1.Volume {
 		Sources: sources, DefaultMode: ptr.To[int32](0o440)}}}
 }
 
-// setProbes: readiness is probed every second from the container's start
-// (a startup probe would hold it back until the startup probe passed, up to
-// a period later); liveness gives a slow start 15 s plus 8 failed probes
+// setProbes: a startup probe asks the liveness path every second for up
+// to five minutes, so readiness (every second once startup passed) is held
+// back a second at most, and a control plane starting on a busy meta node
+// (twenty apiservers created at once on two cores take minutes) is not
+// killed by liveness in the middle of its start, which made them all start
+// again and never finish; once started, liveness allows 8 failed probes
 // 10 s apart before the kubelet restarts the container.
 func setProbes(c *corev1.Container, livePath, readyPath string, port int32) {
+	c.StartupProbe = httpsProbe(livePath, port, 1, 300)
 	c.ReadinessProbe = httpsProbe(readyPath, port, 1, 3)
 	c.LivenessProbe = httpsProbe(livePath, port, 10, 8)
-	c.LivenessProbe.InitialDelaySeconds = 15
 }
 
 func httpsProbe(path string, port, period, failures int32) *corev1.Probe {
