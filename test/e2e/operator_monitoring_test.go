@@ -77,7 +77,7 @@ func startPrometheus(t *testing.T, cfg *local.Config, c client.Client, rules str
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
-	l.Close()
+	_ = l.Close() // only held to pick a free port
 	conf := map[string]any{
 		"global":     map[string]any{"scrape_interval": "2s", "evaluation_interval": "2s"},
 		"rule_files": []string{rules},
@@ -103,7 +103,7 @@ func startPrometheus(t *testing.T, cfg *local.Config, c client.Client, rules str
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		logFile.Close()
+		_ = logFile.Close() // written by prometheus, read below
 		if t.Failed() {
 			out, _ := os.ReadFile(logFile.Name())
 			t.Logf("prometheus log:\n%s", tail(string(out), 40))
