@@ -579,11 +579,19 @@ func writeFleet(dir string, res *FleetResult) {
 		fmt.Fprintf(&b, "**The run failed:** %s\n\n", res.Err)
 	}
 	fmt.Fprintf(&b, "| | result | goal |\n|---|---|---|\n")
-	fmt.Fprintf(&b, "| %d running clusters applied at once → all Ready | %.0fs | |\n", res.Live, res.LiveReadySeconds)
-	fmt.Fprintf(&b, "| %d hibernated clusters applied (%d clients) → all reconciled | %.0fs | |\n", res.Total-res.Live, res.CreateWorkers, res.CreateSeconds)
-	fmt.Fprintf(&b, "| kok-manager before any cluster (idle, %.0fs window) | %d MiB RSS, %.1f mCPU | |\n", res.ManagerBefore.WindowSec, res.ManagerBefore.RSSMiB, res.ManagerBefore.MilliCPU)
-	fmt.Fprintf(&b, "| kok-manager with %d clusters (idle, %.0fs window) | %d MiB RSS, %.1f mCPU | |\n", res.Total, res.ManagerFleet.WindowSec, res.ManagerFleet.RSSMiB, res.ManagerFleet.MilliCPU)
-	fmt.Fprintf(&b, "| kok-manager per managed cluster | **%.2f mCPU, %.2f MiB** | ≤ 3 mCPU, ≤ 2 MiB (Kamaji ≈ 12 mCPU, 6 MiB per tenant) |\n", res.PerClusterMilliCPU, res.PerClusterMiB)
+	if res.LiveReadySeconds > 0 {
+		fmt.Fprintf(&b, "| %d running clusters applied at once → all Ready | %.0fs | |\n", res.Live, res.LiveReadySeconds)
+	}
+	if res.CreateSeconds > 0 {
+		fmt.Fprintf(&b, "| %d hibernated clusters applied (%d clients) → all reconciled | %.0fs | |\n", res.Total-res.Live, res.CreateWorkers, res.CreateSeconds)
+	}
+	if res.ManagerBefore.WindowSec > 0 {
+		fmt.Fprintf(&b, "| kok-manager before any cluster (idle, %.0fs window) | %d MiB RSS, %.1f mCPU | |\n", res.ManagerBefore.WindowSec, res.ManagerBefore.RSSMiB, res.ManagerBefore.MilliCPU)
+	}
+	if res.ManagerFleet.WindowSec > 0 {
+		fmt.Fprintf(&b, "| kok-manager with %d clusters (idle, %.0fs window) | %d MiB RSS, %.1f mCPU | |\n", res.Total, res.ManagerFleet.WindowSec, res.ManagerFleet.RSSMiB, res.ManagerFleet.MilliCPU)
+		fmt.Fprintf(&b, "| kok-manager per managed cluster | **%.2f mCPU, %.2f MiB** | ≤ 3 mCPU, ≤ 2 MiB (Kamaji ≈ 12 mCPU, 6 MiB per tenant) |\n", res.PerClusterMilliCPU, res.PerClusterMiB)
+	}
 	if len(res.MetaRSSMiB) > 0 {
 		var parts []string
 		for _, c := range append(append([]string(nil), local.ComponentNames...), "total") {
@@ -591,14 +599,27 @@ func writeFleet(dir string, res *FleetResult) {
 		}
 		fmt.Fprintf(&b, "| meta cluster processes with the fleet (RSS MiB) | %s | |\n", strings.Join(parts, ", "))
 	}
-	fmt.Fprintf(&b, "| burst: a spec change to %d clusters at once (sent in %.1fs) → each reconciled | p50 %.1fs, p99 %.1fs, max %.1fs | |\n", res.BurstChanges, res.BurstSendS, res.BurstP50, res.BurstP99, res.BurstMax)
-	fmt.Fprintf(&b, "| kok-manager pod deleted → the new one reconciled all %d | %.1fs; %d Deployments changed | 0 changed |\n", res.Total, res.RestartSeconds, res.RestartChanged)
-	fmt.Fprintf(&b, "| rollout of the %d running clusters (canary, then waves of %d) | %.0fs, %s; %v; per wave %s | 0 failed |\n",
-		res.Live, res.LiveMaxParallel, res.LiveRollout.Seconds, res.LiveRollout.Phase, res.LiveRollout.States, fmtSeconds(res.LiveRollout.WaveSeconds))
-	fmt.Fprintf(&b, "| a client on the canary (3 apiservers) during that rollout | %d failed of %d requests | 0 failed |\n", res.CanaryFailed, res.CanaryRequests)
-	fmt.Fprintf(&b, "| rollout of all %d (maxParallel %d) | %.0fs, %s; %v in %d waves | |\n",
-		res.Total, res.FleetMaxParallel, res.FleetRollout.Seconds, res.FleetRollout.Phase, res.FleetRollout.States, res.FleetRollout.Waves)
-	fmt.Fprintf(&b, "| a hibernated cluster woken after it → Ready | %.1fs, at %s | |\n", res.WakeSeconds, res.WakeVersion)
+	if res.BurstChanges > 0 {
+		fmt.Fprintf(&b, "| burst: a spec change to %d clusters at once (sent in %.1fs) → each reconciled | p50 %.1fs, p99 %.1fs, max %.1fs | |\n", res.BurstChanges, res.BurstSendS, res.BurstP50, res.BurstP99, res.BurstMax)
+	}
+	if res.RestartSeconds > 0 {
+		fmt.Fprintf(&b, "| kok-manager pod deleted → the new one reconciled all %d | %.1fs; %d Deployments changed | 0 changed |\n", res.Total, res.RestartSeconds, res.RestartChanged)
+	}
+	if res.LiveRollout.Seconds > 0 {
+		fmt.Fprintf(&b, "| rollout of the %d running clusters (canary, then waves of %d) | %.0fs, %s; %v; per wave %s | 0 failed |\n",
+			res.Live, res.LiveMaxParallel, res.LiveRollout.Seconds, res.LiveRollout.Phase, res.LiveRollout.States, fmtSeconds(res.LiveRollout.WaveSeconds))
+		fmt.Fprintf(&b, "| a client on the canary (3 apiservers) during that rollout | %d failed of %d requests | 0 failed |\n", res.CanaryFailed, res.CanaryRequests)
+	}
+	if res.FleetRollout.Seconds > 0 {
+		fmt.Fprintf(&b, "| rollout of all %d (maxParallel %d) | %.0fs, %s; %v in %d waves | |\n",
+			res.Total, res.FleetMaxParallel, res.FleetRollout.Seconds, res.FleetRollout.Phase, res.FleetRollout.States, res.FleetRollout.Waves)
+	}
+	if res.WakeSeconds > 0 {
+		fmt.Fprintf(&b, "| a hibernated cluster woken after it → Ready | %.1fs, at %s | |\n", res.WakeSeconds, res.WakeVersion)
+	}
+	if res.Err != "" {
+		fmt.Fprintf(&b, "\nRows missing from the table were not reached before the run stopped.\n")
+	}
 	fmt.Fprintf(&b, "\nHibernated clusters are not gated: nothing runs to check, so the rollout sets their spec.version and counts them "+
 		"`Hibernated`; each wakes at the target, and its own operator then brings the control plane up in order (apiservers first). "+
 		"Running clusters already at the target are `Skipped`, never downgraded. Per-cluster cost = (kok-manager with the fleet − "+
