@@ -208,8 +208,15 @@ func (r *Reconciler) observe(ctx context.Context, cu *clusterv1.ClusterUpgrade, 
 		return nil, "", fmt.Errorf("listing KubeClusters: %w", err)
 	}
 	journal := map[string]clusterv1.ClusterUpgradeTarget{}
+	// Only clusters of the lowest wave with a Pending cluster can start
+	// this pass (and clusters joining now): theirs is the healthy set to
+	// journal at the start.
+	nextWave := int32(-1)
 	for _, t := range cu.Status.Clusters {
 		journal[t.Namespace+"/"+t.Name] = t
+		if t.State == clusterv1.UpgradePending && (nextWave < 0 || t.Wave < nextWave) {
+			nextWave = t.Wave
+		}
 	}
 	for i := range list.Items {
 		kc := &list.Items[i]
@@ -233,40 +240,51 @@ func (r *Reconciler) observe(ctx context.Context, cu *clusterv1.ClusterUpgrade, 
 				gi.Readyz = r.Readyz(ctx, kc)
 			}
 			c.Health = Gate(gi)
-		case c.Selected && !kc.Spec.Hibernated && (!known || t.State == clusterv1.UpgradePending):
+		case c.Selected && !kc.Spec.Hibernated && (!known || (t.State == clusterv1.UpgradePending && t.Wave == nextWave)):
 			// What is healthy before it starts is what the gate waits for.
-			gi, err := r.gateInput(ctx, kc, cu.Spec.To)
+			addons, machines, err := r.parts(ctx, kc)
 			if err != nil {
 				return nil, "", err
 			}
-			c.HealthyParts = HealthyParts(gi.Addons, gi.Machines)
+			c.HealthyParts = HealthyParts(addons, machines)
 		}
 		in.Clusters = append(in.Clusters, c)
 	}
 	return in, "", nil
 }
 
-// gateInput reads what the gate needs of one cluster from the meta
-// cluster: its ClusterAddons, Machines and control-plane pods.
-func (r *Reconciler) gateInput(ctx context.Context, kc *clusterv1.KubeCluster, to string) (GateInput, error) {
-	gi := GateInput{To: to, Cluster: kc, Readyz: ErrNotAsked}
+// parts are a cluster's ClusterAddons and Machines.
+func (r *Reconciler) parts(ctx context.Context, kc *clusterv1.KubeCluster) ([]addonv1.ClusterAddon, []nodev1.Machine, error) {
 	var addons addonv1.ClusterAddonList
 	if err := r.List(ctx, &addons, client.InNamespace(kc.Namespace)); err != nil {
-		return gi, fmt.Errorf("listing ClusterAddons of %s: %w", kc.Name, err)
-	}
-	for _, a := range addons.Items {
-		if a.Spec.ClusterName == kc.Name {
-			gi.Addons = append(gi.Addons, a)
-		}
+		return nil, nil, fmt.Errorf("listing ClusterAddons of %s: %w", kc.Name, err)
 	}
 	var machines nodev1.MachineList
 	if err := r.List(ctx, &machines, client.InNamespace(kc.Namespace)); err != nil {
-		return gi, fmt.Errorf("listing the Machines of %s: %w", kc.Name, err)
+		return nil, nil, fmt.Errorf("listing the Machines of %s: %w", kc.Name, err)
 	}
+	var ours []addonv1.ClusterAddon
+	for _, a := range addons.Items {
+		if a.Spec.ClusterName == kc.Name {
+			ours = append(ours, a)
+		}
+	}
+	var nodes []nodev1.Machine
 	for _, m := range machines.Items {
 		if m.Spec.ClusterName == kc.Name && m.DeletionTimestamp == nil {
-			gi.Machines = append(gi.Machines, m)
+			nodes = append(nodes, m)
 		}
+	}
+	return ours, nodes, nil
+}
+
+// gateInput reads what the gate needs of one cluster from the meta
+// cluster: its parts and control-plane pods.
+func (r *Reconciler) gateInput(ctx context.Context, kc *clusterv1.KubeCluster, to string) (GateInput, error) {
+	gi := GateInput{To: to, Cluster: kc, Readyz: ErrNotAsked}
+	var err error
+	if gi.Addons, gi.Machines, err = r.parts(ctx, kc); err != nil {
+		return gi, err
 	}
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(kc.Namespace), client.MatchingLabels{kube.LabelInstance: kc.Name}); err != nil {

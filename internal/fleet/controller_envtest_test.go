@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	"github.com/kubeonkube/kok/internal/cluster"
 	"github.com/kubeonkube/kok/internal/fleet"
@@ -169,6 +170,17 @@ func TestRollout(t *testing.T) {
 		}
 		running(ctx, c, kc, from)
 	}
+	// p4 runs a Healthy addon: its start journals it as a part the gate
+	// waits for again.
+	ca := &addonv1.ClusterAddon{ObjectMeta: metav1.ObjectMeta{Name: "p4-coredns", Namespace: "default"},
+		Spec: addonv1.ClusterAddonSpec{ClusterName: "p4", Addon: "coredns"}}
+	if err := c.Create(ctx, ca); err != nil {
+		t.Fatal(err)
+	}
+	ca.Status.Conditions = []metav1.Condition{{Type: addonv1.AddonHealthy, Status: metav1.ConditionTrue, Reason: "Available", LastTransitionTime: metav1.Now()}}
+	if err := c.Status().Update(ctx, ca); err != nil {
+		t.Fatal(err)
+	}
 	op := &operator{c: c, hold: map[string]bool{"p1": true, "p2": true, "p3": true}}
 	go op.run(ctx, to)
 	stop := startManager(t)
@@ -239,6 +251,15 @@ func TestRollout(t *testing.T) {
 	expect("done after the fix", "Succeeded p0:0:Succeeded p1:1:Succeeded p2:1:Succeeded p3:2:Succeeded p4:2:Succeeded")
 	if op.maxUnhealthy > 2 {
 		t.Fatalf("%d clusters upgraded at once, maxParallel is 2", op.maxUnhealthy)
+	}
+	for _, tg := range cu.Status.Clusters {
+		want := ""
+		if tg.Name == "p4" {
+			want = "addon/coredns"
+		}
+		if got := strings.Join(tg.HealthyAtStart, ","); got != want {
+			t.Errorf("%s: healthyAtStart %q, want %q", tg.Name, got, want)
+		}
 	}
 	if cu.Status.Summary != "5/5 done" || cu.Status.CompletionTime == nil {
 		t.Fatalf("summary %q, completion %v", cu.Status.Summary, cu.Status.CompletionTime)
