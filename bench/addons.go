@@ -395,14 +395,7 @@ func poll(ctx context.Context, f func() error) error {
 }
 
 func writeAddons(dir string, res *AddonResult) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		log.Fatal(err)
-	}
-	data, _ := json.MarshalIndent(res, "", "  ")
-	name := filepath.Join(dir, fmt.Sprintf("addons-%s-%s.json", res.Time.Format("20060102-150405"), res.Commit))
-	if err := os.WriteFile(name, append(data, '\n'), 0o644); err != nil {
-		log.Fatal(err)
-	}
+	saveJSON(dir, "addons", res.Time, res.Commit, res)
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Addons benchmark\n\n%s, commit %s, %s (%d CPUs).\n\n", res.Time.Format(time.RFC3339), res.Commit, res.Machine.CPUModel, res.Machine.CPUs)
 	if res.Err != "" {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -457,38 +456,20 @@ func controlPlaneUsage(ctx context.Context, c client.Client, kc *clusterv1.KubeC
 	if err := c.List(ctx, &pods, client.InNamespace(kc.Namespace)); err != nil {
 		return nil, 0, err
 	}
-	byUID := map[string]string{}
+	byUID := map[types.UID]string{}
+	var uids []types.UID
 	for _, p := range pods.Items {
 		// etcd pods carry their EtcdCluster's name (<cluster>-etcd).
 		if in := p.Labels[kube.LabelInstance]; in != instance && in != instance+"-etcd" {
 			continue
 		}
-		byUID[string(p.UID)] = p.Labels[kube.LabelName]
+		byUID[p.UID] = p.Labels[kube.LabelName]
+		uids = append(uids, p.UID)
 	}
-	pidsOf := func() map[string][]int {
-		out := map[string][]int{}
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
-			if err != nil {
-				continue
-			}
-			for uid, comp := range byUID {
-				if strings.Contains(string(data), "pod"+uid) {
-					out[comp] = append(out[comp], pid)
-					break
-				}
-			}
-		}
-		return out
-	}
-	pids := pidsOf()
 	mem := map[string]int{}
-	for comp, list := range pids {
+	var all []int
+	for uid, list := range podPIDs(uids...) {
+		comp := byUID[uid]
 		for _, pid := range list {
 			rss, anon, pss := procStatusKB(pid, "VmRSS:"), procStatusKB(pid, "RssAnon:"), smapsPssKB(pid)
 			mem[comp] += rss >> 10
@@ -498,22 +479,9 @@ func controlPlaneUsage(ctx context.Context, c client.Client, kc *clusterv1.KubeC
 			mem[comp+"/pss"] += pss >> 10
 			mem["total/pss"] += pss >> 10
 		}
+		all = append(all, list...)
 	}
-	cpu := func() float64 {
-		var ticks float64
-		for _, list := range pids {
-			for _, pid := range list {
-				ticks += procCPUTicks(pid)
-			}
-		}
-		return ticks
-	}
-	before := cpu()
-	time.Sleep(window)
-	after := cpu()
-	// USER_HZ is 100 on Linux.
-	millicores := (after - before) / 100 / window.Seconds() * 1000
-	return mem, millicores, nil
+	return mem, cpuMillicores(all, window), nil
 }
 
 func procStatusKB(pid int, key string) int {
@@ -580,14 +548,7 @@ func memAvailableMiB() int {
 }
 
 func writeClusters(dir string, res *ClusterResult) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		log.Fatal(err)
-	}
-	data, _ := json.MarshalIndent(res, "", "  ")
-	name := filepath.Join(dir, fmt.Sprintf("clusters-%s-%s.json", res.Time.Format("20060102-150405"), res.Commit))
-	if err := os.WriteFile(name, data, 0o644); err != nil {
-		log.Fatal(err)
-	}
+	name := saveJSON(dir, "clusters", res.Time, res.Commit, res)
 	var b strings.Builder
 	m := res.Machine
 	fmt.Fprintf(&b, "# Cluster operator benchmark\n\nLatest run: %s, commit %s, %d CPUs %s, %d GiB (JSON beside this file).\n\n",

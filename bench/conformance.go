@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"log"
@@ -266,14 +265,7 @@ func firstLine(s string) string {
 }
 
 func writeConformance(dir string, res *ConformanceResult) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		log.Fatal(err)
-	}
-	data, _ := json.MarshalIndent(res, "", "  ")
-	name := filepath.Join(dir, fmt.Sprintf("conformance-%s-%s.json", res.Time.Format("20060102-150405"), res.Commit))
-	if err := os.WriteFile(name, append(data, '\n'), 0o644); err != nil {
-		log.Fatal(err)
-	}
+	saveJSON(dir, "conformance", res.Time, res.Commit, res)
 	type tally struct{ passed, failed, skipped int }
 	bySIG := map[string]*tally{}
 	total := &tally{}

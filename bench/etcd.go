@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log"
 	"net"
@@ -231,14 +230,7 @@ func dialMapped(ctx context.Context, c client.Client, e *etcdv1.EtcdCluster, end
 }
 
 func writeEtcd(dir string, res *EtcdResult) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		log.Fatal(err)
-	}
-	data, _ := json.MarshalIndent(res, "", "  ")
-	name := filepath.Join(dir, fmt.Sprintf("etcd-%s-%s.json", res.Time.Format("20060102-150405"), res.Commit))
-	if err := os.WriteFile(name, data, 0o644); err != nil {
-		log.Fatal(err)
-	}
+	name := saveJSON(dir, "etcd", res.Time, res.Commit, res)
 	var b strings.Builder
 	m := res.Machine
 	fmt.Fprintf(&b, "# etcd operator benchmark\n\nLatest run: %s, commit %s, %d CPUs %s, %d GiB (JSON beside this file).\n\n",

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -345,10 +345,43 @@ func managerUsage(ctx context.Context, c client.Client, window time.Duration) (U
 	if err != nil {
 		return Usage{}, err
 	}
-	pids := podPIDs(p.UID)
+	pids := podPIDs(p.UID)[p.UID]
 	if len(pids) == 0 {
 		return Usage{}, fmt.Errorf("no process of pod %s found", p.Name)
 	}
+	u := Usage{WindowSec: window.Seconds(), MilliCPU: cpuMillicores(pids, window)}
+	for _, pid := range pids {
+		u.RSSMiB += procStatusKB(pid, "VmRSS:") >> 10
+	}
+	return u, nil
+}
+
+// podPIDs are the processes in each pod's cgroup (the pause process
+// too), by pod UID.
+func podPIDs(uids ...types.UID) map[types.UID][]int {
+	out := map[types.UID][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+		if err != nil {
+			continue
+		}
+		for _, uid := range uids {
+			if strings.Contains(string(data), "pod"+string(uid)) {
+				out[uid] = append(out[uid], pid)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// cpuMillicores is the CPU the processes use over window (it sleeps).
+func cpuMillicores(pids []int, window time.Duration) float64 {
 	ticks := func() float64 {
 		var t float64
 		for _, pid := range pids {
@@ -358,29 +391,8 @@ func managerUsage(ctx context.Context, c client.Client, window time.Duration) (U
 	}
 	before := ticks()
 	time.Sleep(window)
-	after := ticks()
-	u := Usage{WindowSec: window.Seconds(), MilliCPU: (after - before) / 100 / window.Seconds() * 1000}
-	for _, pid := range pids {
-		u.RSSMiB += procStatusKB(pid, "VmRSS:") >> 10
-	}
-	return u, nil
-}
-
-// podPIDs are the processes in a pod's cgroup (the pause process too).
-func podPIDs(uid types.UID) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
-		if err == nil && strings.Contains(string(data), "pod"+string(uid)) {
-			out = append(out, pid)
-		}
-	}
-	return out
+	// USER_HZ is 100 on Linux.
+	return (ticks() - before) / 100 / window.Seconds() * 1000
 }
 
 // burst changes the spec of every hibernated cluster (an apiserver flag;
@@ -507,17 +519,17 @@ func reconciled(ctx context.Context, podIP, controller string) (float64, error) 
 		return 0, err
 	}
 	defer func() { _ = resp.Body.Close() }()
-	data, err := io.ReadAll(resp.Body)
+	var p expfmt.TextParser
+	families, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		return 0, err
 	}
 	var sum float64
-	prefix := `controller_runtime_reconcile_total{controller="` + controller + `"`
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			sum += v
+	for _, m := range families["controller_runtime_reconcile_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "controller" && l.GetValue() == controller {
+				sum += m.GetCounter().GetValue()
+			}
 		}
 	}
 	return sum, nil
@@ -561,14 +573,7 @@ func rollout(ctx context.Context, c client.Client, name, selector, canary string
 }
 
 func writeFleet(dir string, res *FleetResult) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		log.Fatal(err)
-	}
-	data, _ := json.MarshalIndent(res, "", "  ")
-	name := filepath.Join(dir, fmt.Sprintf("fleet-%s-%s.json", res.Time.Format("20060102-150405"), res.Commit))
-	if err := os.WriteFile(name, data, 0o644); err != nil {
-		log.Fatal(err)
-	}
+	name := saveJSON(dir, "fleet", res.Time, res.Commit, res)
 	var b strings.Builder
 	m := res.Machine
 	fmt.Fprintf(&b, "# Fleet benchmark\n\nLatest run: %s, commit %s, %d CPUs %s, %d GiB (JSON beside this file). "+

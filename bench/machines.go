@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -295,14 +294,7 @@ func reconcileTime(ctx context.Context, c client.Client) (float64, int) {
 }
 
 func writeMachines(dir string, res *MachineResult) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		log.Fatal(err)
-	}
-	data, _ := json.MarshalIndent(res, "", "  ")
-	name := filepath.Join(dir, fmt.Sprintf("machines-%s-%s.json", res.Time.Format("20060102-150405"), res.Commit))
-	if err := os.WriteFile(name, data, 0o644); err != nil {
-		log.Fatal(err)
-	}
+	name := saveJSON(dir, "machines", res.Time, res.Commit, res)
 	var b strings.Builder
 	m := res.Machine
 	fmt.Fprintf(&b, "# Machine operator benchmark\n\nLatest run: %s, commit %s, %d CPUs %s, %d GiB (JSON beside this file).\n"+

@@ -260,15 +260,22 @@ func machine() Machine {
 	return m
 }
 
-func write(dir string, res *Result) {
+// saveJSON writes a benchmark's result as dir/<kind>-<time>-<commit>.json
+// (creating dir) and returns the file's name.
+func saveJSON(dir, kind string, at time.Time, commit string, res any) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		log.Fatal(err)
 	}
 	data, _ := json.MarshalIndent(res, "", "  ")
-	name := filepath.Join(dir, fmt.Sprintf("platform-%s-%s.json", res.Time.Format("20060102-150405"), res.Commit))
-	if err := os.WriteFile(name, data, 0o644); err != nil {
+	name := filepath.Join(dir, fmt.Sprintf("%s-%s-%s.json", kind, at.Format("20060102-150405"), commit))
+	if err := os.WriteFile(name, append(data, '\n'), 0o644); err != nil {
 		log.Fatal(err)
 	}
+	return name
+}
+
+func write(dir string, res *Result) {
+	name := saveJSON(dir, "platform", res.Time, res.Commit, res)
 	if err := os.WriteFile(filepath.Join(dir, "platform.md"), []byte(summary(dir)), 0o644); err != nil {
 		log.Fatal(err)
 	}
