@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -16,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -26,6 +28,7 @@ import (
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
 	"github.com/kubeonkube/kok/internal/conditions"
+	"github.com/kubeonkube/kok/internal/kube"
 )
 
 // Reconciler runs KubeClusters. One pass observes everything into a state
@@ -59,6 +62,14 @@ type Reconciler struct {
 	// is asked again each pass; entries expire after refreshEvery and go
 	// with their cluster.
 	bootstrapped, tenants memo
+	// applied skips applies of meta-cluster objects whose rendering and
+	// observed generation are what the last apply left (steady passes
+	// send nothing); secretVersions tells a certificate Secret the cache
+	// has not caught up with.
+	applied        kube.Applied
+	secretVersions versions
+	// Workers is how many KubeClusters are reconciled at once (default 1).
+	Workers int
 }
 
 // +kubebuilder:rbac:groups=cluster.kok.dev,resources=kubeclusters,verbs=get;list;watch;update;patch
@@ -86,9 +97,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.Secret{}).
+		Owns(&corev1.ConfigMap{}).
 		Owns(&etcdv1.EtcdCluster{}, builder.WithPredicates(etcdSummaryChanged)).
 		Watches(&clusterv1.KubernetesVersion{}, handler.EnqueueRequestsFromMapFunc(r.clustersOfVersion)).
 		Watches(&etcdv1.EtcdCluster{}, handler.EnqueueRequestsFromMapFunc(r.clustersOfSharedEtcd), builder.WithPredicates(etcdSummaryChanged)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Complete(r)
 }
 
@@ -124,6 +137,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if apierrors.IsNotFound(err) {
 			r.bootstrapped.forget(req.NamespacedName)
 			r.tenants.forget(req.NamespacedName)
+			n := Names{Cluster: req.Name, Namespace: req.Namespace}
+			for _, s := range n.secretNames() {
+				r.secretVersions.forget(types.NamespacedName{Namespace: req.Namespace, Name: s})
+			}
 			forgetMetrics(req.Namespace, req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -147,8 +164,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	computeStatus(kc, n, st, err)
 	recordMetrics(kc, st)
-	if serr := r.Status().Patch(ctx, kc, client.MergeFrom(orig)); serr != nil {
-		return ctrl.Result{}, errors.Join(err, fmt.Errorf("writing status: %w", serr))
+	// An unchanged status is not written (a steady pass sends nothing).
+	if !equality.Semantic.DeepEqual(orig.Status, kc.Status) {
+		if serr := r.Status().Patch(ctx, kc, client.MergeFrom(orig)); serr != nil {
+			return ctrl.Result{}, errors.Join(err, fmt.Errorf("writing status: %w", serr))
+		}
 	}
 	if err != nil {
 		return ctrl.Result{}, err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -30,6 +32,10 @@ import (
 	"github.com/kubeonkube/kok/internal/manager"
 	"github.com/kubeonkube/kok/internal/pki"
 )
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 // markRolledOut plays the Deployment controller (envtest runs none): every
 // replica of the current template is ready.
@@ -61,7 +67,20 @@ func deploymentVersion(c client.Client, ns, name string) string {
 func TestReconcileOrder(t *testing.T) {
 	root := filepath.Join("..", "..")
 	cfg := testEnv.Config
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: manager.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	// Every write the operator sends, to show that a steady pass sends none.
+	var writes atomic.Int32
+	var lastWrite atomic.Value
+	mcfg := rest.CopyConfig(cfg)
+	mcfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			if req.Method != http.MethodGet {
+				writes.Add(1)
+				lastWrite.Store(req.Method + " " + req.URL.Path)
+			}
+			return rt.RoundTrip(req)
+		})
+	}
+	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{Scheme: manager.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,8 +221,10 @@ func TestReconcileOrder(t *testing.T) {
 	apiGen := api.Generation
 	bootstrapsBefore := bootstraps.Load()
 
-	// A reconcile of an unchanged cluster changes no Deployment and does not
-	// reach into the business cluster again.
+	// A reconcile of an unchanged cluster sends nothing: no apply, no
+	// status write, nothing into the business cluster.
+	consistently(t, "the cluster settled", func() error { return nil })
+	writesBefore := writes.Load()
 	if err := c.Patch(ctx, kc, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"poke":"1"}}}`))); err != nil {
 		t.Fatal(err)
 	}
@@ -214,8 +235,26 @@ func TestReconcileOrder(t *testing.T) {
 		if n := bootstraps.Load(); n != bootstrapsBefore {
 			return fmt.Errorf("an idle reconcile applied the bootstrap objects again (%d → %d)", bootstrapsBefore, n)
 		}
+		if n := writes.Load(); n != writesBefore {
+			return fmt.Errorf("an idle reconcile sent %d writes (last: %v)", n-writesBefore, lastWrite.Load())
+		}
 		return nil
 	})
+	// Someone else's edit of a Deployment's spec is taken back.
+	if err := c.Patch(ctx, &api, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"replicas":5}}`)), client.FieldOwner("someone")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the edited replicas taken back", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(&api), &api); err != nil {
+			return err
+		}
+		if *api.Spec.Replicas != 1 {
+			return fmt.Errorf("replicas %d", *api.Spec.Replicas)
+		}
+		return nil
+	})
+	apiGen = api.Generation
+	markRolledOut(t, c, ns, n.Deployment(cluster.APIServer))
 
 	// A template rendered by another kok-manager version (marked here) is
 	// kept while its inputs stay the same: upgrading kok-manager does not

@@ -58,3 +58,37 @@ func (m *memo) forget(key types.NamespacedName) {
 	defer m.mu.Unlock()
 	delete(m.entries, key)
 }
+
+// versions remembers the resourceVersion of each object this kok-manager
+// last wrote or read from the API, so a cached copy that differs is known
+// to be behind (or changed by someone else) and is read again.
+type versions struct {
+	mu      sync.Mutex
+	entries map[types.NamespacedName]string
+}
+
+// current reports whether a cached copy at resourceVersion rv can be
+// used: nothing is on record for key, or the record is rv.
+func (v *versions) current(key types.NamespacedName, rv string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	want, ok := v.entries[key]
+	return !ok || want == rv
+}
+
+func (v *versions) record(key types.NamespacedName, rv string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.entries == nil {
+		v.entries = map[types.NamespacedName]string{}
+	}
+	v.entries[key] = rv
+}
+
+func (v *versions) forget(keys ...types.NamespacedName) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, k := range keys {
+		delete(v.entries, k)
+	}
+}

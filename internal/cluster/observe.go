@@ -41,6 +41,8 @@ type state struct {
 	tenantErr error
 
 	service *corev1.Service
+	// egress is the apiserver's egress selector ConfigMap (konnectivity).
+	egress *corev1.ConfigMap
 	// secrets hold the certificate and kubeconfig Secrets' content (what
 	// was read, then what was written); owned tells which of the ones read
 	// the KubeCluster controls.
@@ -124,14 +126,23 @@ func (r *Reconciler) observe(ctx context.Context, kc *clusterv1.KubeCluster, n N
 	}
 
 	for _, name := range n.secretNames() {
-		var s corev1.Secret
-		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: name}, &s); apierrors.IsNotFound(err) {
+		s, err := r.readSecret(ctx, client.ObjectKey{Namespace: n.Namespace, Name: name})
+		if apierrors.IsNotFound(err) {
 			continue
 		} else if err != nil {
 			return st, fmt.Errorf("reading Secret %s: %w", name, err)
 		}
 		st.secrets[name] = Secret{Data: s.Data, Rotation: s.Annotations[AnnIssuedFor]}
-		st.owned[name] = metav1.IsControlledBy(&s, kc)
+		st.owned[name] = metav1.IsControlledBy(s, kc)
+	}
+
+	if kc.Spec.KonnectivityEnabled() {
+		cm := &corev1.ConfigMap{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.EgressSelectorConfigMap()}, cm); err == nil {
+			st.egress = cm
+		} else if !apierrors.IsNotFound(err) {
+			return st, fmt.Errorf("reading ConfigMap %s: %w", n.EgressSelectorConfigMap(), err)
+		}
 	}
 
 	for _, c := range components {
@@ -171,6 +182,29 @@ func (r *Reconciler) observe(ctx context.Context, kc *clusterv1.KubeCluster, n N
 	}
 	st.observed = true
 	return st, nil
+}
+
+// readSecret reads a certificate Secret from the cache, unless the cache
+// may be behind: a Secret it lacks, or one this kok-manager wrote and the
+// cache does not show yet, is read from the API. A cache that had not seen
+// a Secret just written would have the pass issue the material again (a
+// new CA, every pod rolled twice); reading all of them from the API each
+// pass costs a dozen requests per cluster and minute.
+func (r *Reconciler) readSecret(ctx context.Context, key client.ObjectKey) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	err := r.Get(ctx, key, s)
+	if err == nil && r.secretVersions.current(key, s.ResourceVersion) {
+		return s, nil
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	s = &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, key, s); err != nil {
+		return nil, err
+	}
+	r.secretVersions.record(key, s.ResourceVersion)
+	return s, nil
 }
 
 // observeEtcdCA reads the CA the EtcdCluster publishes in its status

@@ -85,7 +85,11 @@ func (r *Reconciler) applyEtcd(ctx context.Context, kc *clusterv1.KubeCluster, n
 	// The cache may not hold a just-created object yet: use what the API
 	// answered.
 	applied := &etcdv1.EtcdCluster{}
-	if err := kube.ApplyConfigurationInto(ctx, r, ac, applied); err != nil {
+	var current client.Object
+	if st.etcd != nil {
+		current = st.etcd
+	}
+	if err := r.applied.ApplyConfigurationInto(ctx, r, ac, applied, current); err != nil {
 		return err
 	}
 	st.etcd = applied
@@ -194,7 +198,7 @@ func (r *Reconciler) applyService(ctx context.Context, kc *clusterv1.KubeCluster
 		r.Recorder.Eventf(kc, corev1.EventTypeNormal, "ServiceCreated", "apiserver Service %s created", n.Service())
 	}
 	svc := APIServerService(n, &kc.Spec, ip)
-	err := kube.Apply(ctx, r, kc, svc)
+	err := r.applied.Apply(ctx, r, kc, svc, st.service)
 	if err != nil && ip != "" && apierrors.IsInvalid(err) {
 		if found {
 			return fmt.Errorf("keeping the apiserver Service at %s: %w", ip, err)
@@ -285,6 +289,7 @@ func (r *Reconciler) applyPKI(ctx context.Context, kc *clusterv1.KubeCluster, n 
 			st.pkiErr = err
 			return err
 		}
+		r.secretVersions.record(client.ObjectKeyFromObject(sec), sec.ResourceVersion)
 		st.owned[name] = true
 	}
 	if len(changed) > 0 {
@@ -302,9 +307,11 @@ func (r *Reconciler) applyControlPlane(ctx context.Context, kc *clusterv1.KubeCl
 	}
 	st.rollout = planRollout(kc, st)
 	if kc.Spec.KonnectivityEnabled() {
-		if err := kube.Apply(ctx, r, kc, EgressSelectorConfigMap(n)); err != nil {
+		cm := EgressSelectorConfigMap(n)
+		if err := r.applied.Apply(ctx, r, kc, cm, st.egress); err != nil {
 			return err
 		}
+		st.egress = cm
 	}
 	// Every component starts at once, with etcd: the apiservers wait for
 	// etcd, controller-manager and scheduler retry their leader election
@@ -323,7 +330,7 @@ func (r *Reconciler) applyControlPlane(ctx context.Context, kc *clusterv1.KubeCl
 		// Same inputs, same template: a kok-manager that renders
 		// differently does not roll a running control plane.
 		KeepTemplate(st.deployments[c], d)
-		if err := kube.Apply(ctx, r, kc, d); err != nil {
+		if err := r.applied.Apply(ctx, r, kc, d, st.deployments[c]); err != nil {
 			return err
 		}
 		if prev := st.deployments[c]; prev == nil {

@@ -6,7 +6,6 @@ package kube
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,18 +36,28 @@ var applyOpts = []client.ApplyOption{client.FieldOwner(FieldOwner), client.Force
 // kinds are written from generated apply configurations with
 // ApplyConfigurationInto instead, so only the fields kok states are sent.
 func Apply(ctx context.Context, c client.Client, owner client.Object, obj client.Object) error {
+	u, err := toApply(c, owner, obj)
+	if err != nil {
+		return err
+	}
+	return sendApply(ctx, c, u, obj)
+}
+
+// toApply is obj, with owner as its controller, in the form it is
+// applied in.
+func toApply(c client.Client, owner client.Object, obj client.Object) (*unstructured.Unstructured, error) {
 	if owner != nil {
 		if err := controllerutil.SetControllerReference(owner, obj, c.Scheme()); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	gvk, err := apiutil.GVKForObject(obj, c.Scheme())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	u := &unstructured.Unstructured{Object: content}
 	u.SetGroupVersionKind(gvk)
@@ -57,11 +66,17 @@ func Apply(ctx context.Context, c client.Client, owner client.Object, obj client
 	delete(u.Object, "status")
 	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
 	unstructured.RemoveNestedField(u.Object, "metadata", "resourceVersion")
+	return u, nil
+}
+
+// sendApply applies u and decodes the API's answer into obj.
+func sendApply(ctx context.Context, c client.Client, u *unstructured.Unstructured, obj client.Object) error {
+	gvk := u.GroupVersionKind()
 	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), applyOpts...); err != nil {
-		return fmt.Errorf("applying %s %s: %w", gvk.Kind, client.ObjectKeyFromObject(obj), err)
+		return fmt.Errorf("applying %s %s/%s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), err)
 	}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj); err != nil {
-		return fmt.Errorf("reading back %s %s: %w", gvk.Kind, client.ObjectKeyFromObject(obj), err)
+		return fmt.Errorf("reading back %s %s/%s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), err)
 	}
 	obj.GetObjectKind().SetGroupVersionKind(gvk)
 	return nil
@@ -72,18 +87,11 @@ func Apply(ctx context.Context, c client.Client, owner client.Object, obj client
 // form of its JSON, which holds only the fields set in it (the typed apply
 // call does not hand the answer back).
 func ApplyConfigurationInto(ctx context.Context, c client.Client, ac runtime.ApplyConfiguration, obj client.Object) error {
-	data, err := json.Marshal(ac)
+	u, err := applyConfigurationToUnstructured(ac)
 	if err != nil {
 		return err
 	}
-	u := &unstructured.Unstructured{}
-	if err := u.UnmarshalJSON(data); err != nil {
-		return err
-	}
-	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), applyOpts...); err != nil {
-		return fmt.Errorf("applying %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
-	}
-	return runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj)
+	return sendApply(ctx, c, u, obj)
 }
 
 // ControllerReference is owner as the controlling owner reference of an

@@ -64,6 +64,12 @@ type Options struct {
 	// SelfImage is kok-manager's own image, which backup Jobs and restoring
 	// etcd members run; found from the manager's pod when unset.
 	SelfImage string
+	// KubeAPIQPS and KubeAPIBurst limit kok-manager's requests to the
+	// meta cluster's apiserver.
+	KubeAPIQPS   float64
+	KubeAPIBurst int
+	// ClusterWorkers is how many KubeClusters are reconciled at once.
+	ClusterWorkers int
 }
 
 // BindFlags registers the manager's flags.
@@ -81,6 +87,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		ns = "kok-system"
 	}
 	fs.StringVar(&o.Namespace, "namespace", ns, "namespace the manager runs in (env POD_NAMESPACE)")
+	fs.Float64Var(&o.KubeAPIQPS, "kube-api-qps", 50, "requests per second kok-manager sends to the meta cluster's apiserver")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", 100, "requests kok-manager may send at once above --kube-api-qps")
+	fs.IntVar(&o.ClusterWorkers, "cluster-workers", 4, "KubeClusters reconciled at once")
 	fs.StringVar(&o.SelfImage, "self-image", "", "kok-manager's own image, for backup Jobs and restores (default: read from the manager's pod, env POD_NAME)")
 	fs.Func("controllers", "comma-separated operators to run (default: all)", func(s string) error {
 		for _, c := range strings.Split(s, ",") {
@@ -96,7 +105,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 // themselves here as they are built.
 var Registry = map[string]Setup{
 	"cluster": func(mgr ctrl.Manager, o Options) error {
-		return (&cluster.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, MetaDomain: o.ClusterDomain}).SetupWithManager(mgr)
+		return (&cluster.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, MetaDomain: o.ClusterDomain,
+			Workers: o.ClusterWorkers}).SetupWithManager(mgr)
 	},
 	"machine": func(mgr ctrl.Manager, o Options) error {
 		return (&machine.Reconciler{Client: mgr.GetClient(),
@@ -135,6 +145,10 @@ func Scheme() *runtime.Scheme {
 func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	var injector *kokwebhook.CAInjector
 	var whServer webhook.Server
+	cfg = rest.CopyConfig(cfg)
+	if o.KubeAPIQPS > 0 {
+		cfg.QPS, cfg.Burst = float32(o.KubeAPIQPS), max(o.KubeAPIBurst, 1)
+	}
 	direct, err := client.New(cfg, client.Options{Scheme: Scheme()})
 	if err != nil {
 		return nil, err
