@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -92,8 +93,22 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&clusterv1.KubeCluster{}, handler.EnqueueRequestsFromMapFunc(r.machinesWhere(func(m *nodev1.Machine, o client.Object) bool {
 			return m.Namespace == o.GetNamespace() && m.Spec.ClusterName == o.GetName()
 		}))).
+		// Machines move to a new release one at a time: one that reaches
+		// it (or goes) lets the next of its cluster go.
+		Watches(&nodev1.Machine{}, handler.EnqueueRequestsFromMapFunc(r.machinesWhere(func(m *nodev1.Machine, o client.Object) bool {
+			return m.Namespace == o.GetNamespace() && m.Spec.ClusterName == o.(*nodev1.Machine).Spec.ClusterName && m.Name > o.GetName()
+		})), builder.WithPredicates(releaseOrReadyChanged)).
 		Complete(r)
 }
+
+// releaseOrReadyChanged passes the Machine updates that can end another
+// Machine's wait for its turn.
+var releaseOrReadyChanged = predicate.Funcs{UpdateFunc: func(ev event.UpdateEvent) bool {
+	o, ok1 := ev.ObjectOld.(*nodev1.Machine)
+	n, ok2 := ev.ObjectNew.(*nodev1.Machine)
+	return !ok1 || !ok2 || machineRelease(o) != machineRelease(n) || machineReady(o) != machineReady(n) ||
+		o.Spec.Paused != n.Spec.Paused || !o.DeletionTimestamp.Equal(n.DeletionTimestamp)
+}}
 
 // machinesWhere maps an object to the Machines match says it concerns.
 func (r *Reconciler) machinesWhere(match func(*nodev1.Machine, client.Object) bool) handler.MapFunc {
@@ -231,6 +246,9 @@ func (r *Reconciler) workload(ctx context.Context, kc *clusterv1.KubeCluster) (*
 // unreachable (5 s to 5 min), so the retries back off.
 func retryAfter(m *nodev1.Machine, st *state) time.Duration {
 	if st.reachErr == nil && st.credsErr == nil {
+		if st.release.Settles > 0 {
+			return min(st.release.Settles, recheck)
+		}
 		if conditions.IsTrue(m.Status.Conditions, nodev1.MachineReady) {
 			return recheck
 		}

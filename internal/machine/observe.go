@@ -29,6 +29,9 @@ const AgentComponent = "kok-agent"
 // state is what one pass learned about a Machine.
 type state struct {
 	cluster *clusterv1.KubeCluster
+	// release is what the unpinned components run: the control plane's
+	// release, or the one the host runs while it waits for its turn.
+	release NodeRelease
 	// components found, by component name; missing lists the Component
 	// objects that do not exist.
 	components map[string]*nodev1.Component
@@ -115,10 +118,17 @@ func (r *Reconciler) observe(ctx context.Context, m *nodev1.Machine) (*state, er
 		st.hibernated = true
 		return st, nil
 	}
+	if st.cluster != nil {
+		var siblings nodev1.MachineList
+		if err := r.List(ctx, &siblings, client.InNamespace(m.Namespace)); err != nil {
+			return nil, fmt.Errorf("listing Machines: %w", err)
+		}
+		st.release = PlanNodeRelease(m, siblings.Items, runningVersion(st.cluster), time.Now())
+	}
 	for _, ref := range m.Spec.Components {
 		version := ref.Version
 		if version == "" && st.cluster != nil {
-			version = runningVersion(st.cluster)
+			version = st.release.Version
 		}
 		if version == "" {
 			continue // decided once the cluster exists
@@ -332,7 +342,7 @@ func (r *Reconciler) values(m *nodev1.Machine, st *state) (Values, error) {
 	}
 	net := kc.Spec.Network
 	return Values{
-		Cluster: ClusterValues{Name: kc.Name, Version: runningVersion(kc), APIServer: st.workload.Server,
+		Cluster: ClusterValues{Name: kc.Name, Version: st.release.Version, APIServer: st.workload.Server,
 			CA: string(st.workload.CA), CAHash: caHash,
 			DNSAddress: kube.NthIP(net.ServiceCIDR, 10), DNSDomain: net.DNSDomain,
 			PodCIDR: net.PodCIDR, ServiceCIDR: net.ServiceCIDR},

@@ -22,6 +22,9 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/agent"
@@ -236,4 +239,102 @@ func CAHash(caPEM []byte) (string, error) {
 	}
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// NodeRelease is what a Machine's components that pin no version run
+// while its cluster changes release.
+type NodeRelease struct {
+	// Version is the release to render: the cluster's, or the one the
+	// Machine runs while it waits for its turn.
+	Version string
+	// Current is the release the Machine's components ran at its last
+	// report ("" before its first).
+	Current string
+	// WaitsFor names the Machine whose turn comes first ("" when none);
+	// Settles, when set, is how long until it has run the release long
+	// enough for the next to go.
+	WaitsFor string
+	Settles  time.Duration
+}
+
+// NodeSettle is how long a Machine has run a new release, Ready, before
+// the next Machine of its cluster moves (a Deployment's minReadySeconds):
+// the kubelet restart marked the node's pods unready, and they pass their
+// readiness probes again before another node's pods go through it.
+const NodeSettle = 10 * time.Second
+
+// Moving reports whether the Machine is being moved to a new release.
+func (n NodeRelease) Moving() bool { return n.Current != "" && n.Current != n.Version }
+
+// PlanNodeRelease moves a cluster's Machines to the release its control
+// plane runs one at a time, in name order: a Machine moves once every
+// Machine of the same cluster named before it runs the release and is
+// Ready. A kubelet restart marks the node's pods unready until their
+// probes pass again; restarting every node at once would leave a Service
+// without endpoints. A new Machine installs the release at once; paused,
+// deleting and fully pinned Machines are not waited for.
+func PlanNodeRelease(m *nodev1.Machine, siblings []nodev1.Machine, release string, now time.Time) NodeRelease {
+	out := NodeRelease{Version: release, Current: machineRelease(m)}
+	if out.Current == "" || out.Current == release {
+		return out
+	}
+	others := slices.Clone(siblings)
+	slices.SortFunc(others, func(a, b nodev1.Machine) int { return strings.Compare(a.Name, b.Name) })
+	for i := range others {
+		s := &others[i]
+		if s.Name >= m.Name {
+			break
+		}
+		if s.Spec.ClusterName != m.Spec.ClusterName || s.Namespace != m.Namespace || s.Spec.Paused ||
+			s.DeletionTimestamp != nil || !followsCluster(s) {
+			continue
+		}
+		if machineRelease(s) != release || !machineReady(s) {
+			out.Version, out.WaitsFor = out.Current, s.Name
+			return out
+		}
+		if c := findCondition(s.Status.Conditions, nodev1.MachineUpToDate); c == nil || c.Status != metav1.ConditionTrue ||
+			now.Sub(c.LastTransitionTime.Time) < NodeSettle {
+			out.Version, out.WaitsFor, out.Settles = out.Current, s.Name, NodeSettle
+			if c != nil && c.Status == metav1.ConditionTrue {
+				out.Settles = NodeSettle - now.Sub(c.LastTransitionTime.Time)
+			}
+			return out
+		}
+	}
+	return out
+}
+
+// machineRelease is the version the Machine's unpinned components ran at
+// its last report.
+func machineRelease(m *nodev1.Machine) string {
+	for _, ref := range m.Spec.Components {
+		if ref.Version != "" {
+			continue
+		}
+		for _, c := range m.Status.Components {
+			if c.Name == ref.Name {
+				return c.Version
+			}
+		}
+	}
+	return ""
+}
+
+func followsCluster(m *nodev1.Machine) bool {
+	return slices.ContainsFunc(m.Spec.Components, func(ref nodev1.ComponentRef) bool { return ref.Version == "" })
+}
+
+func machineReady(m *nodev1.Machine) bool {
+	c := findCondition(m.Status.Conditions, nodev1.MachineReady)
+	return c != nil && c.Status == metav1.ConditionTrue
+}
+
+func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == t {
+			return &conds[i]
+		}
+	}
+	return nil
 }

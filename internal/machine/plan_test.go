@@ -308,3 +308,68 @@ func TestRunningVersion(t *testing.T) {
 		t.Errorf("an upgrading cluster: %s", got)
 	}
 }
+
+// TestPlanNodeRelease: Machines move to the control plane's release one at
+// a time, in name order, each after the ones before it have run it, Ready,
+// for NodeSettle.
+func TestPlanNodeRelease(t *testing.T) {
+	now := time.Now()
+	const old, cur = "v1.33.13", "v1.34.4"
+	// machine: at release, Ready or not, UpToDate since (zero: not).
+	machine := func(name, release string, ready bool, since time.Duration) nodev1.Machine {
+		m := nodev1.Machine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns"},
+			Spec: nodev1.MachineSpec{ClusterName: "c", Components: []nodev1.ComponentRef{
+				{Name: "containerd", Version: "1.6.20"}, {Name: "kubelet"}}}}
+		if release != "" {
+			m.Status.Components = []nodev1.ComponentStatus{{Name: "containerd", Version: "1.6.20"}, {Name: "kubelet", Version: release}}
+		}
+		cond := func(t string, ok bool, since time.Duration) metav1.Condition {
+			c := metav1.Condition{Type: t, Status: metav1.ConditionFalse, LastTransitionTime: metav1.NewTime(now.Add(-since))}
+			if ok {
+				c.Status = metav1.ConditionTrue
+			}
+			return c
+		}
+		m.Status.Conditions = []metav1.Condition{cond(nodev1.MachineReady, ready, time.Hour), cond(nodev1.MachineUpToDate, since > 0, since)}
+		return m
+	}
+	a, b, c := machine("a", old, true, time.Hour), machine("b", old, true, time.Hour), machine("c", old, true, time.Hour)
+	all := []nodev1.Machine{a, b, c}
+	check := func(what string, got NodeRelease, version, waitsFor string) {
+		t.Helper()
+		if got.Version != version || got.WaitsFor != waitsFor {
+			t.Errorf("%s: %+v, want version %s waiting for %q", what, got, version, waitsFor)
+		}
+	}
+	plan := func(m *nodev1.Machine) NodeRelease { return PlanNodeRelease(m, all, cur, now) }
+	check("the first goes at once", plan(&all[0]), cur, "")
+	check("the second waits for the first", plan(&all[1]), old, "a")
+	if r := plan(&all[1]); r.Moving() || r.Current != old || r.Settles != 0 {
+		t.Errorf("a waiting Machine is not moving: %+v", r)
+	}
+	all[0] = machine("a", cur, false, 0)
+	check("… while it is not Ready", plan(&all[1]), old, "a")
+	all[0] = machine("a", cur, true, 3*time.Second)
+	check("… and until it has settled", plan(&all[1]), old, "a")
+	if r := plan(&all[1]); r.Settles != NodeSettle-3*time.Second {
+		t.Errorf("settles in %s, want %s", r.Settles, NodeSettle-3*time.Second)
+	}
+	all[0] = machine("a", cur, true, NodeSettle)
+	check("then the second goes", plan(&all[1]), cur, "")
+	check("the third waits for the second", plan(&all[2]), old, "b")
+	if r := plan(&all[0]); r.Moving() {
+		t.Errorf("a Machine at the release is not moving: %+v", r)
+	}
+
+	// Not waited for: a paused Machine, one being deleted, one that pins
+	// every component, another cluster's.
+	paused, deleting, pinned, other := machine("a1", old, false, 0), machine("a2", old, false, 0), machine("a3", old, false, 0), machine("a4", old, false, 0)
+	paused.Spec.Paused = true
+	deleting.DeletionTimestamp = &metav1.Time{Time: now}
+	pinned.Spec.Components[1].Version = old
+	other.Spec.ClusterName = "d"
+	check("others are not waited for", PlanNodeRelease(&all[1], []nodev1.Machine{all[0], paused, deleting, pinned, other, all[1]}, cur, now), cur, "")
+	// A new Machine installs the release at once.
+	fresh := machine("z", "", false, 0)
+	check("a new Machine", PlanNodeRelease(&fresh, all, cur, now), cur, "")
+}

@@ -148,6 +148,8 @@ func computeStatus(m *nodev1.Machine, st *state) {
 		set(nodev1.MachineReady, true, "Ready", fmt.Sprintf("node %s is Ready in %s, its components at their final state", m.Name, m.Spec.ClusterName))
 	}
 
+	upToDate(m, st)
+
 	switch {
 	case m.DeletionTimestamp != nil:
 		s.Phase = nodev1.MachinePhaseDeleting
@@ -161,6 +163,30 @@ func computeStatus(m *nodev1.Machine, st *state) {
 		s.Phase = nodev1.MachinePhaseProvisioning
 	default:
 		s.Phase = nodev1.MachinePhasePending
+	}
+}
+
+// upToDate says whether the Machine runs its cluster's release, is on
+// its way there, or waits for its turn.
+func upToDate(m *nodev1.Machine, st *state) {
+	if st.cluster == nil || m.DeletionTimestamp != nil || !followsCluster(m) {
+		return
+	}
+	s := &m.Status
+	set := func(ok bool, reason, msg string) {
+		conditions.Set(&s.Conditions, m.Generation, nodev1.MachineUpToDate, ok, reason, msg)
+	}
+	target := runningVersion(st.cluster)
+	switch rel, now := st.release, machineRelease(m); {
+	case rel.WaitsFor != "":
+		set(false, "WaitingForTurn", fmt.Sprintf("runs %s; moves to %s after Machine %s has run it, Ready, for %s (one node at a time)",
+			rel.Current, target, rel.WaitsFor, NodeSettle))
+	case now == target:
+		set(true, "UpToDate", "runs "+target+", the release of the cluster's control plane")
+	case now == "":
+		set(false, "Installing", "installing "+target)
+	default:
+		set(false, "Upgrading", fmt.Sprintf("moving from %s to %s", now, target))
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -422,6 +423,36 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 			}
 		}()
 	}
+	// The Machines' UpToDate conditions: the nodes move one at a time.
+	var nodeLog tally
+	var maxMoving atomic.Int32
+	go func() {
+		last := map[string]string{}
+		for wctx.Err() == nil {
+			moving := int32(0)
+			for _, n := range nodes {
+				var m nodev1.Machine
+				if err := c.Get(wctx, client.ObjectKey{Namespace: name, Name: n}, &m); err != nil {
+					continue
+				}
+				cond := meta.FindStatusCondition(m.Status.Conditions, nodev1.MachineUpToDate)
+				if cond == nil {
+					continue
+				}
+				if cond.Reason == "Upgrading" {
+					moving++
+				}
+				if last[n] != cond.Reason {
+					last[n] = cond.Reason
+					nodeLog.record(fmt.Errorf("%s %s: %s", n, cond.Reason, cond.Message))
+				}
+			}
+			if moving > maxMoving.Load() {
+				maxMoving.Store(moving)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
 	time.Sleep(2 * time.Second)
 	start := time.Now()
 	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"version":"v1.34.4"}}`))
@@ -461,12 +492,24 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 	// apiservers; the agents find the new ones through the Service. The
 	// window is measured, not judged.
 	t.Logf("kubectl logs during the upgrade (through konnectivity): %d ok, %d failed\n%s", logs.ok.Load(), logs.failed.Load(), logs.list())
+	t.Logf("the Machines' UpToDate conditions:\n%s", nodeLog.list())
+	// Failures are reported after the teardown, last in the output.
+	var failures []string
 	if f := api.failed.Load(); f > 0 {
-		t.Errorf("%d requests failed during the upgrade:\n%s", f, api.list())
+		failures = append(failures, fmt.Sprintf("%d requests failed during the upgrade:\n%s", f, api.list()))
 	}
 	if f := svc.failed.Load(); f > 0 {
-		t.Errorf("%d requests to the Service failed during the upgrade:\n%s\nthe web EndpointSlices meanwhile:\n%s", f, svc.list(), sliceLog.list())
+		failures = append(failures, fmt.Sprintf("%d requests to the Service failed during the upgrade:\n%s\nthe web EndpointSlices meanwhile:\n%s\nthe Machines meanwhile:\n%s",
+			f, svc.list(), sliceLog.list(), nodeLog.list()))
 	}
+	if n := maxMoving.Load(); n > 1 {
+		failures = append(failures, fmt.Sprintf("%d Machines were upgrading at once:\n%s", n, nodeLog.list()))
+	}
+	defer func() {
+		for _, f := range failures {
+			t.Error(f)
+		}
+	}()
 	if v, err := bc.Discovery().ServerVersion(); err != nil || v.GitVersion != "v1.34.4" {
 		t.Fatalf("after the upgrade: server version %v, %v", v, err)
 	}

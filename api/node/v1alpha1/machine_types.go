@@ -94,6 +94,12 @@ const (
 	MachineNodeReady = "NodeReady"
 	// MachineReady sums them up.
 	MachineReady = "Ready"
+	// MachineUpToDate: the components that pin no version run the
+	// release of the cluster's control plane. While the cluster changes
+	// release, Machines move one at a time in name order (reason
+	// WaitingForTurn names the one that goes first); it does not count
+	// towards Ready.
+	MachineUpToDate = "UpToDate"
 )
 
 // Phases of a Machine (status.phase summarizes the conditions).
