@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,19 +16,18 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	"github.com/kubeonkube/kok/internal/addon"
 	"github.com/kubeonkube/kok/internal/manager"
+	"github.com/kubeonkube/kok/internal/testenv"
 	"github.com/kubeonkube/kok/internal/workload"
 )
 
@@ -39,53 +37,36 @@ var c client.Client
 // the addon controllers; the same apiserver plays the business cluster.
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(logr.Discard())
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting envtest:", err)
-		os.Exit(1)
-	}
-	var mgr ctrl.Manager
-	var business *workload.Cluster
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err == nil {
-		c, err = client.New(cfg, client.Options{Scheme: manager.Scheme()})
-	}
-	var dyn dynamic.Interface
-	if err == nil {
-		dyn, err = dynamic.NewForConfig(cfg)
-	}
-	if err == nil {
-		business = &workload.Cluster{Client: cs, Objects: c, Dynamic: dyn, Server: cfg.Host, CA: cfg.CAData}
-		mgr, err = ctrl.NewManager(cfg, ctrl.Options{Scheme: manager.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
-	}
-	if err == nil {
-		err = (&addon.Reconciler{Client: mgr.GetClient(), ImageRegistry: "registry.example:5000/kok",
+	testenv.Main(m, func(ctx context.Context, cfg *rest.Config) error {
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return err
+		}
+		if c, err = client.New(cfg, client.Options{Scheme: manager.Scheme()}); err != nil {
+			return err
+		}
+		dyn, err := dynamic.NewForConfig(cfg)
+		if err != nil {
+			return err
+		}
+		business := &workload.Cluster{Client: cs, Objects: c, Dynamic: dyn, Server: cfg.Host, CA: cfg.CAData}
+		mgr, err := ctrl.NewManager(cfg, testenv.ManagerOptions(manager.Scheme()))
+		if err != nil {
+			return err
+		}
+		if err := (&addon.Reconciler{Client: mgr.GetClient(), ImageRegistry: "registry.example:5000/kok",
 			Workload: func(context.Context, *clusterv1.KubeCluster) (*workload.Cluster, error) { return business, nil },
-		}).SetupWithManager(mgr)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _ = mgr.Start(ctx) }()
-	code := m.Run()
-	cancel()
-	_ = env.Stop()
-	os.Exit(code)
+		}).SetupWithManager(mgr); err != nil {
+			return err
+		}
+		go func() { _ = mgr.Start(ctx) }()
+		return nil
+	})
 }
 
 func eventually(t *testing.T, what string, f func() error) {
 	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 40*time.Second, true, func(context.Context) (bool, error) {
-		last = f()
-		return last == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("%s: %v", what, last)
-	}
+	testenv.WaitFor(t, what, 40*time.Second, f)
 }
 
 func condition(t *testing.T, name, typ string) *metav1.Condition {

@@ -22,7 +22,6 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
@@ -31,6 +30,7 @@ import (
 	"github.com/kubeonkube/kok/internal/kube"
 	"github.com/kubeonkube/kok/internal/manager"
 	"github.com/kubeonkube/kok/internal/pki"
+	"github.com/kubeonkube/kok/internal/testenv"
 )
 
 type roundTripper func(*http.Request) (*http.Response, error)
@@ -66,7 +66,7 @@ func deploymentVersion(c client.Client, ns, name string) string {
 // and an ordered teardown.
 func TestReconcileOrder(t *testing.T) {
 	root := filepath.Join("..", "..")
-	cfg := testEnv.Config
+	cfg := testenv.Config
 	// Every write the operator sends, to show that a steady pass sends none.
 	var writes atomic.Int32
 	var lastWrite atomic.Value
@@ -80,7 +80,7 @@ func TestReconcileOrder(t *testing.T) {
 			return rt.RoundTrip(req)
 		})
 	}
-	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{Scheme: manager.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
+	mgr, err := ctrl.NewManager(mcfg, testenv.ManagerOptions(manager.Scheme()))
 	if err != nil {
 		t.Fatal(err)
 	}

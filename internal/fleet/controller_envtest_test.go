@@ -17,14 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
@@ -32,38 +27,20 @@ import (
 	"github.com/kubeonkube/kok/internal/fleet"
 	"github.com/kubeonkube/kok/internal/kube"
 	"github.com/kubeonkube/kok/internal/manager"
+	"github.com/kubeonkube/kok/internal/testenv"
 )
 
-var testEnv *envtest.Environment
-
-func TestMain(m *testing.M) {
-	testEnv = &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
-	if _, err := testEnv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "starting envtest:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = testEnv.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, nil) }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, f func() error) {
 	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		last = f()
-		return last == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("%s: %v", what, last)
-	}
+	testenv.WaitFor(t, what, timeout, f)
 }
 
 // startManager runs the fleet operator until the returned stop is called.
 func startManager(t *testing.T) (stop func()) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(testEnv.Config, ctrl.Options{Scheme: manager.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: ctrlConfigUnique()})
+	mgr, err := ctrl.NewManager(testenv.Config, testenv.ManagerOptions(manager.Scheme()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,12 +104,6 @@ func running(ctx context.Context, c client.Client, kc *clusterv1.KubeCluster, ve
 	_ = c.Status().Update(ctx, kc)
 }
 
-// ctrlConfigUnique lets a second manager in this process register the
-// same controller (a restarted kok-manager).
-func ctrlConfigUnique() config.Controller {
-	return config.Controller{SkipNameValidation: ptr.To(true)}
-}
-
 // TestRollout upgrades a labelled fleet: the canary alone, then waves of
 // two; a cluster whose new apiserver cannot pull its image halts the
 // rollout with the rest untouched; a kok-manager restart mid-wave starts no
@@ -140,7 +111,7 @@ func ctrlConfigUnique() config.Controller {
 func TestRollout(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	c, err := client.New(testEnv.Config, client.Options{Scheme: manager.Scheme()})
+	c, err := client.New(testenv.Config, client.Options{Scheme: manager.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,7 @@ package machine_test
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,16 +13,16 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/machine"
 	"github.com/kubeonkube/kok/internal/machine/remote/sshdtest"
 	"github.com/kubeonkube/kok/internal/manager"
+	"github.com/kubeonkube/kok/internal/testenv"
 )
 
 var c client.Client
@@ -32,29 +30,20 @@ var c client.Client
 // TestMain starts one real kube-apiserver (envtest) with kok's CRDs and
 // the machine controller for every test of the package.
 func TestMain(m *testing.M) {
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting envtest:", err)
-		os.Exit(1)
-	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: manager.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}})
-	if err == nil {
-		err = (&machine.Reconciler{Client: mgr.GetClient(), Registry: &machine.Registry{Name: "kok.local"}}).SetupWithManager(mgr)
-	}
-	if err == nil {
-		c, err = client.New(cfg, client.Options{Scheme: manager.Scheme()})
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _ = mgr.Start(ctx) }()
-	code := m.Run()
-	cancel()
-	_ = env.Stop()
-	os.Exit(code)
+	testenv.Main(m, func(ctx context.Context, cfg *rest.Config) error {
+		mgr, err := ctrl.NewManager(cfg, testenv.ManagerOptions(manager.Scheme()))
+		if err != nil {
+			return err
+		}
+		if err := (&machine.Reconciler{Client: mgr.GetClient(), Registry: &machine.Registry{Name: "kok.local"}}).SetupWithManager(mgr); err != nil {
+			return err
+		}
+		if c, err = client.New(cfg, client.Options{Scheme: manager.Scheme()}); err != nil {
+			return err
+		}
+		go func() { _ = mgr.Start(ctx) }()
+		return nil
+	})
 }
 
 // waitCondition waits until the Machine's condition t says want (its

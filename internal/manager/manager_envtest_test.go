@@ -7,19 +7,17 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
-	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"github.com/kubeonkube/kok/internal/testenv"
 )
 
 // TestManagerServesProbes starts kok-manager against a real kube-apiserver
 // (envtest, with binaries from `kok envtest-assets`) and checks its health
 // and readiness endpoints.
 func TestManagerServesProbes(t *testing.T) {
-	cfg := testCfg
+	cfg := testenv.Config
 	probe := freeAddr(t)
 	mgr, err := New(cfg, Options{MetricsAddr: "0", ProbeAddr: probe, LeaderElect: true, LeaderElectionNS: "default"})
 	if err != nil {
@@ -61,32 +59,14 @@ func TestManagerServesProbes(t *testing.T) {
 }
 
 func TestUnknownControllerIsRefused(t *testing.T) {
-	cfg := testCfg
+	cfg := testenv.Config
 	if _, err := New(cfg, Options{MetricsAddr: "0", ProbeAddr: "0", Controllers: []string{"nope"}}); err == nil {
 		t.Fatal("want an error for an unknown controller")
 	}
 }
 
-// testCfg reaches the package's one real kube-apiserver and etcd
-// (envtest), started once for every test in it.
-var testCfg *rest.Config
-
-func TestMain(m *testing.M) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is unset: run KUBEBUILDER_ASSETS=$(bin/kok envtest-assets) go test -tags envtest ./...")
-		os.Exit(1)
-	}
-	env := &envtest.Environment{}
-	cfg, err := env.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting envtest:", err)
-		os.Exit(1)
-	}
-	testCfg = cfg
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
-}
+// TestMain runs the package's tests against one real kube-apiserver + etcd.
+func TestMain(m *testing.M) { testenv.Main(m, nil) }
 
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

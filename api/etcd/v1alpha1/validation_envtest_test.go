@@ -4,7 +4,6 @@ package v1alpha1_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,33 +11,27 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	"github.com/kubeonkube/kok/internal/testenv"
 )
 
-func startEnv(t *testing.T) client.Client {
-	t.Helper()
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = etcdv1.AddToScheme(s)
-	c, err := client.New(cfg, client.Options{Scheme: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+var c client.Client
+
+func TestMain(m *testing.M) {
+	testenv.Main(m, func(_ context.Context, cfg *rest.Config) error {
+		s := runtime.NewScheme()
+		_ = clientgoscheme.AddToScheme(s)
+		_ = etcdv1.AddToScheme(s)
+		var err error
+		c, err = client.New(cfg, client.Options{Scheme: s})
+		return err
+	})
 }
 
 func TestEtcdClusterAdmission(t *testing.T) {
-	c := startEnv(t)
 	ctx := context.Background()
 
 	newCluster := func(name string, mutate func(*etcdv1.EtcdCluster)) *etcdv1.EtcdCluster {
