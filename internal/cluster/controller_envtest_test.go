@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -459,4 +460,96 @@ func TestReconcileOrder(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestSharedEtcdWaitsForTenant: on a shared EtcdCluster with
+// authentication the control plane is created only once the cluster's etcd
+// user exists (an apiserver started before it is refused and restarts with
+// a back-off), and status says what it waits for.
+func TestSharedEtcdWaitsForTenant(t *testing.T) {
+	root := filepath.Join("..", "..")
+	mgr, err := ctrl.NewManager(testenv.Config, testenv.ManagerOptions(manager.Scheme()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tenants atomic.Value
+	r := &cluster.Reconciler{Client: mgr.GetClient(), ImageRegistry: "registry.example",
+		Bootstrap: func(context.Context, []byte, string, []byte) error { return nil },
+		EtcdTenant: func(_ context.Context, _ *etcdv1.EtcdCluster, user, prefix string) error {
+			tenants.Store(user + " " + prefix)
+			return nil
+		}}
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = mgr.Start(ctx) }()
+	c, err := client.New(testenv.Config, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "config", "catalog", "kubernetesversion-v1.34.4.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kube.ApplyManifests(ctx, c, data); err != nil {
+		t.Fatal(err)
+	}
+	const ns = "shared"
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	ec := &etcdv1.EtcdCluster{ObjectMeta: metav1.ObjectMeta{Name: "fleet", Namespace: ns},
+		Spec: etcdv1.EtcdClusterSpec{Replicas: 1, Version: "v3.6.16", EnableAuth: true}}
+	if err := c.Create(ctx, ec); err != nil {
+		t.Fatal(err)
+	}
+	etcdCA, err := pki.NewCA("etcd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := etcdCA.KeyPEM()
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "fleet-etcd-ca", Namespace: ns},
+		Data: map[string][]byte{"ca.crt": etcdCA.CertPEM(), "ca.key": key}}); err != nil {
+		t.Fatal(err)
+	}
+	ec.Status = etcdv1.EtcdClusterStatus{CASecretName: "fleet-etcd-ca", Phase: "Creating", AuthEnabled: true}
+	if err := c.Status().Update(ctx, ec); err != nil {
+		t.Fatal(err)
+	}
+	kc := &clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{Name: "tenant", Namespace: ns},
+		Spec: clusterv1.KubeClusterSpec{Version: "v1.34.4", Etcd: clusterv1.EtcdSpec{Ref: &clusterv1.EtcdRef{Name: "fleet"}}}}
+	if err := c.Create(ctx, kc); err != nil {
+		t.Fatal(err)
+	}
+	n := cluster.Names{Cluster: kc.Name, Namespace: ns}
+	waitFor(t, "status saying what the control plane waits for", func() error {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(kc), kc); err != nil {
+			return err
+		}
+		if cond := meta.FindStatusCondition(kc.Status.Conditions, clusterv1.ConditionProgressing); cond == nil ||
+			!strings.Contains(cond.Message, "waits for EtcdCluster shared/fleet to be available") {
+			return fmt.Errorf("Progressing %+v", cond)
+		}
+		return nil
+	})
+	consistently(t, "no control plane before the etcd user", func() error {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(cluster.APIServer)}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("apiserver Deployment: %v", err)
+		}
+		return nil
+	})
+	ec.Status.Phase, ec.Status.Version, ec.Status.ReadyMembers = "Running", "v3.6.16", 1
+	ec.Status.ClientEndpoint = "https://fleet-client.shared.svc:2379"
+	ec.Status.Conditions = []metav1.Condition{{Type: etcdv1.ConditionAvailable, Status: metav1.ConditionTrue, Reason: "Quorum", LastTransitionTime: metav1.Now()}}
+	if err := c.Status().Update(ctx, ec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the control plane, after the etcd user", func() error {
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: n.Deployment(cluster.APIServer)}, &appsv1.Deployment{})
+	})
+	if got, want := tenants.Load(), cluster.EtcdUser(n)+" "+cluster.SharedEtcdPrefix(kc)+"/"; got != want {
+		t.Fatalf("etcd user %v, want %q", got, want)
+	}
 }

@@ -37,8 +37,9 @@ type state struct {
 	etcd   *etcdv1.EtcdCluster
 	etcdCA *pki.KeyPair
 	// tenantErr: the etcd user of a cluster on a shared etcd could not be
-	// ensured.
-	tenantErr error
+	// ensured; tenantReady: it is there.
+	tenantErr   error
+	tenantReady bool
 
 	service *corev1.Service
 	// egress is the apiserver's egress selector ConfigMap (konnectivity).

@@ -68,9 +68,11 @@ func (r *Reconciler) applyEtcd(ctx context.Context, kc *clusterv1.KubeCluster, n
 		err := r.ensureTenant(ctx, kc, n, st.etcd)
 		switch {
 		case err == nil:
+			st.tenantReady = true
 		case r.tenants.known(client.ObjectKeyFromObject(kc), string(st.etcd.UID)):
 			// A periodic re-check of a user that was made before: the
 			// cluster keeps running on it, the check is retried.
+			st.tenantReady = true
 			log.FromContext(ctx).Info("re-checking the etcd user failed; retrying", "etcd", st.etcdKey, "error", err.Error())
 		default:
 			st.tenantErr = err
@@ -306,6 +308,13 @@ func (r *Reconciler) applyControlPlane(ctx context.Context, kc *clusterv1.KubeCl
 		return nil
 	}
 	st.rollout = planRollout(kc, st)
+	if kc.Spec.Etcd.Ref != nil && st.etcd.Spec.EnableAuth && !st.tenantReady {
+		// An apiserver started before its etcd user exists is refused
+		// ("permission denied") and restarts with a back-off.
+		st.rollout.Waiting = fmt.Sprintf("the control plane waits for EtcdCluster %s to be available: this cluster's etcd user is made first",
+			st.etcdKey)
+		return nil
+	}
 	if kc.Spec.KonnectivityEnabled() {
 		cm := EgressSelectorConfigMap(n)
 		if err := r.applied.Apply(ctx, r, kc, cm, st.egress); err != nil {
