@@ -38,16 +38,43 @@ type Func func(ctx context.Context, kc *clusterv1.KubeCluster) (*Cluster, error)
 
 // Cache holds one Cluster per KubeCluster (by UID), rebuilt when the admin
 // kubeconfig Secret changes. Reader reads that Secret from the meta cluster.
+// An entry not asked for within idleAfter is dropped (a deleted cluster's,
+// or one whose rollout ended), so the cache holds the clusters in use.
 type Cache struct {
 	Reader client.Reader
 
 	mu    sync.Mutex
 	cache map[string]cached
+	swept time.Time
 }
 
 type cached struct {
 	version string
 	c       *Cluster
+	used    time.Time
+}
+
+// idleAfter: an entry unused this long is dropped.
+const idleAfter = 15 * time.Minute
+
+// sweep drops idle entries, at most once per idleAfter (ws.mu held).
+func (ws *Cache) sweep(now time.Time) {
+	if now.Sub(ws.swept) < idleAfter {
+		return
+	}
+	for k, c := range ws.cache {
+		if now.Sub(c.used) >= idleAfter {
+			delete(ws.cache, k)
+		}
+	}
+	ws.swept = now
+}
+
+// Len is how many clusters the cache holds.
+func (ws *Cache) Len() int {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return len(ws.cache)
 }
 
 // Get returns kc's business cluster.
@@ -63,7 +90,11 @@ func (ws *Cache) Get(ctx context.Context, kc *clusterv1.KubeCluster) (*Cluster, 
 	key := string(kc.UID)
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
+	now := time.Now()
+	ws.sweep(now)
 	if c, ok := ws.cache[key]; ok && c.version == s.ResourceVersion {
+		c.used = now
+		ws.cache[key] = c
 		return c.c, nil
 	}
 	raw, err := clientcmd.Load(s.Data["value"])
@@ -91,6 +122,6 @@ func (ws *Cache) Get(ctx context.Context, kc *clusterv1.KubeCluster) (*Cluster, 
 	if ws.cache == nil {
 		ws.cache = map[string]cached{}
 	}
-	ws.cache[key] = cached{s.ResourceVersion, w}
+	ws.cache[key] = cached{version: s.ResourceVersion, c: w, used: now}
 	return w, nil
 }
