@@ -32,9 +32,15 @@ type metaOptions struct {
 }
 
 func (o *metaOptions) bind(cmd *cobra.Command) {
+	o.bindClusterScoped(cmd)
+	cmd.Flags().StringVarP(&o.namespace, "namespace", "n", "", "namespace of the cluster")
+}
+
+// bindClusterScoped binds the flags of a command about cluster-scoped
+// objects (no --namespace).
+func (o *metaOptions) bindClusterScoped(cmd *cobra.Command) {
 	o.localOptions.bind(cmd)
 	cmd.Flags().StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig of the meta cluster (default: $KUBECONFIG, else the local meta cluster's)")
-	cmd.Flags().StringVarP(&o.namespace, "namespace", "n", "", "namespace of the cluster")
 }
 
 func (o *metaOptions) client() (client.Client, error) {

@@ -44,7 +44,7 @@ Clusters at or past the target are skipped. The rollout goes on in the meta clus
 			return clusterctl.WatchUpgrade(ctx, c, cu.Name, cmd.OutOrStdout())
 		},
 	}
-	o.bind(cmd)
+	o.bindClusterScoped(cmd)
 	f := cmd.Flags()
 	f.StringVarP(&uo.Selector, "selector", "l", "", "label selector of the KubeClusters, e.g. env=prod (empty: every cluster)")
 	f.StringVar(&uo.To, "to", "", "the Kubernetes version to upgrade to")
@@ -72,7 +72,7 @@ Clusters at or past the target are skipped. The rollout goes on in the meta clus
 			return clusterctl.PrintUpgrade(cmd.Context(), c, args[0], cmd.OutOrStdout())
 		},
 	}
-	so.bind(status)
+	so.bindClusterScoped(status)
 	status.Flags().BoolVarP(&watch, "watch", "w", false, "follow until it finishes or halts")
 	cmd.AddCommand(status, pauseCommand(g, "pause", true), pauseCommand(g, "resume", false))
 	return cmd
@@ -94,6 +94,6 @@ func pauseCommand(g *globalOptions, verb string, paused bool) *cobra.Command {
 			return nil
 		},
 	}
-	o.bind(cmd)
+	o.bindClusterScoped(cmd)
 	return cmd
 }
