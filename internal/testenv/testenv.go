@@ -15,9 +15,11 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -113,4 +115,16 @@ func Consistently(t testing.TB, what string, d time.Duration, f func() error) {
 func ManagerOptions(scheme *runtime.Scheme) ctrl.Options {
 	return ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)}}
+}
+
+// NewClient is a client of cfg that knows Kubernetes' types and those the
+// adders register.
+func NewClient(cfg *rest.Config, adders ...func(*runtime.Scheme) error) (client.Client, error) {
+	s := runtime.NewScheme()
+	for _, add := range append([]func(*runtime.Scheme) error{clientgoscheme.AddToScheme}, adders...) {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return client.New(cfg, client.Options{Scheme: s})
 }

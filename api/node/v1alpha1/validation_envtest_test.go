@@ -10,8 +10,6 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -26,12 +24,8 @@ import (
 var c client.Client
 
 func TestMain(m *testing.M) {
-	testenv.Main(m, func(_ context.Context, cfg *rest.Config) error {
-		s := runtime.NewScheme()
-		_ = clientgoscheme.AddToScheme(s)
-		_ = nodev1.AddToScheme(s)
-		var err error
-		c, err = client.New(cfg, client.Options{Scheme: s})
+	testenv.Main(m, func(_ context.Context, cfg *rest.Config) (err error) {
+		c, err = testenv.NewClient(cfg, nodev1.AddToScheme)
 		return err
 	})
 }
