@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -164,15 +165,18 @@ func ClusterAddonName(cluster, addon string) string { return cluster + "-" + add
 
 // state is what one pass learned.
 type state struct {
-	cluster   *clusterv1.KubeCluster
-	addon     *addonv1.Addon
-	workload  *workload.Cluster
-	objects   []*unstructured.Unstructured
-	waiting   string // why nothing can be rendered yet
-	planErr   error
-	applyErr  error
-	unhealthy []string
-	applied   int
+	cluster  *clusterv1.KubeCluster
+	addon    *addonv1.Addon
+	workload *workload.Cluster
+	objects  []*unstructured.Unstructured
+	waiting  string // why nothing can be rendered yet
+	// clusterWait: waiting is the KubeCluster's state (missing, not up,
+	// hibernated), whose next change wakes the ClusterAddon.
+	clusterWait bool
+	planErr     error
+	applyErr    error
+	unhealthy   []string
+	applied     int
 }
 
 // Reconcile observes a ClusterAddon, applies its objects and records status.
@@ -207,13 +211,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.watch(ca, st)
 	}
 	computeStatus(ca, st)
-	if err := r.Status().Patch(ctx, ca, client.MergeFrom(orig)); err != nil {
-		return ctrl.Result{}, fmt.Errorf("writing status: %w", err)
+	if !equality.Semantic.DeepEqual(orig.Status, ca.Status) {
+		if err := r.Status().Patch(ctx, ca, client.MergeFrom(orig)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("writing status: %w", err)
+		}
 	}
 	if st.applyErr != nil {
 		r.Recorder.Eventf(ca, corev1.EventTypeWarning, "ApplyFailed", "%v", st.applyErr)
 	}
-	if conditions.IsTrue(ca.Status.Conditions, addonv1.AddonHealthy) {
+	switch {
+	case st.clusterWait:
+		// A thousand hibernated clusters would otherwise keep five
+		// thousand ClusterAddons polling; the KubeCluster watch wakes them.
+		return ctrl.Result{}, nil
+	case conditions.IsTrue(ca.Status.Conditions, addonv1.AddonHealthy):
 		return ctrl.Result{RequeueAfter: resync}, nil
 	}
 	return ctrl.Result{RequeueAfter: settling}, nil
@@ -227,17 +238,18 @@ func (r *Reconciler) observe(ctx context.Context, ca *addonv1.ClusterAddon) (*st
 	switch err := r.Get(ctx, client.ObjectKey{Namespace: ca.Namespace, Name: ca.Spec.ClusterName}, kc); {
 	case apierrors.IsNotFound(err):
 		st.waiting = fmt.Sprintf("KubeCluster %s does not exist in namespace %s", ca.Spec.ClusterName, ca.Namespace)
+		st.clusterWait = true
 		return st, nil
 	case err != nil:
 		return nil, err
 	}
 	st.cluster = kc
 	if kc.Spec.Hibernated {
-		st.waiting = kc.Name + " is hibernated: its addons are kept again when it wakes"
+		st.waiting, st.clusterWait = kc.Name+" is hibernated: its addons are kept again when it wakes", true
 		return st, nil
 	}
 	if kc.Status.Version == "" || kc.Status.AdminKubeconfigSecret == "" {
-		st.waiting = "the control plane of " + kc.Name + " is not up yet"
+		st.waiting, st.clusterWait = "the control plane of "+kc.Name+" is not up yet", true
 		return st, nil
 	}
 	w, err := r.workload(ctx, kc)

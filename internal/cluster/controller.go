@@ -183,7 +183,9 @@ func requeueAfter(kc *clusterv1.KubeCluster, st *state) time.Duration {
 		return requeueSteady
 	}
 	if kc.Spec.Hibernated && !conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionProgressing) {
-		return requeueSteady // nothing runs; Deployment events wake it
+		// Nothing runs: watched objects wake it; certificates due meanwhile
+		// are renewed when it wakes, before its apiservers start.
+		return refreshEvery
 	}
 	if conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionProgressing) || !conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionReady) {
 		return requeueBusy

@@ -65,6 +65,12 @@ func (r *Reconciler) applyEtcd(ctx context.Context, kc *clusterv1.KubeCluster, n
 		if st.etcd == nil || !st.etcd.Spec.EnableAuth || !conditions.IsTrue(st.etcd.Status.Conditions, etcdv1.ConditionAvailable) {
 			return nil
 		}
+		if kc.Spec.Hibernated && r.tenants.known(client.ObjectKeyFromObject(kc), string(st.etcd.UID)) {
+			// Nothing uses the user while the cluster sleeps: it is
+			// re-checked once the cluster wakes.
+			st.tenantReady = true
+			return nil
+		}
 		err := r.ensureTenant(ctx, kc, n, st.etcd)
 		switch {
 		case err == nil:
