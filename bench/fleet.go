@@ -148,8 +148,27 @@ func runFleetBench(ctx context.Context, res *FleetResult, c client.Client, cfg *
 		return retryTransient(ctx, func() error { return c.Create(ctx, kc) })
 	}
 
-	// The live clusters, all at once; the canary runs three apiservers.
+	// The hibernated ones first, from several clients: taken on while
+	// the node is idle, their creation measures kok-manager rather than
+	// twenty control planes competing for the node's two cores.
+	sleeping := res.Total - res.Live
 	start := time.Now()
+	if err := parallel(res.CreateWorkers, sleeping, func(i int) error {
+		return newCluster(sleepName(i), map[string]string{"fleet": "bench", "tier": "sleeping"}, true, 1)
+	}); err != nil {
+		return err
+	}
+	sent := time.Since(start)
+	if err := waitFleet(ctx, c, "tier=sleeping", sleeping, 30*time.Minute, func(kc *clusterv1.KubeCluster) bool {
+		return kc.Status.ObservedGeneration == kc.Generation && kc.Status.Phase == clusterv1.PhaseHibernated
+	}); err != nil {
+		return fmt.Errorf("hibernated clusters: %w", err)
+	}
+	res.CreateSeconds = time.Since(start).Seconds()
+	fmt.Printf("%d hibernated clusters applied in %.0fs, all reconciled after %.0fs\n", sleeping, sent.Seconds(), res.CreateSeconds)
+
+	// Then the live clusters, all at once; the canary runs three apiservers.
+	start = time.Now()
 	for i := range res.Live {
 		labels, replicas := map[string]string{"fleet": "bench", "tier": "live"}, int32(1)
 		if i == 0 {
@@ -166,23 +185,6 @@ func runFleetBench(ctx context.Context, res *FleetResult, c client.Client, cfg *
 	}
 	res.LiveReadySeconds = time.Since(start).Seconds()
 	fmt.Printf("%d live clusters Ready in %.0fs\n", res.Live, res.LiveReadySeconds)
-
-	// The hibernated ones, from several clients.
-	sleeping := res.Total - res.Live
-	start = time.Now()
-	if err := parallel(res.CreateWorkers, sleeping, func(i int) error {
-		return newCluster(sleepName(i), map[string]string{"fleet": "bench", "tier": "sleeping"}, true, 1)
-	}); err != nil {
-		return err
-	}
-	sent := time.Since(start)
-	if err := waitFleet(ctx, c, "tier=sleeping", sleeping, 30*time.Minute, func(kc *clusterv1.KubeCluster) bool {
-		return kc.Status.ObservedGeneration == kc.Generation && kc.Status.Phase == clusterv1.PhaseHibernated
-	}); err != nil {
-		return fmt.Errorf("hibernated clusters: %w", err)
-	}
-	res.CreateSeconds = time.Since(start).Seconds()
-	fmt.Printf("%d hibernated clusters applied in %.0fs, all reconciled after %.0fs\n", sleeping, sent.Seconds(), res.CreateSeconds)
 
 	time.Sleep(time.Minute)
 	if res.ManagerFleet, err = managerUsage(ctx, c, 2*time.Minute); err != nil {
@@ -584,11 +586,11 @@ func writeFleet(dir string, res *FleetResult) {
 		fmt.Fprintf(&b, "**The run failed:** %s\n\n", res.Err)
 	}
 	fmt.Fprintf(&b, "| | result | goal |\n|---|---|---|\n")
-	if res.LiveReadySeconds > 0 {
-		fmt.Fprintf(&b, "| %d running clusters applied at once → all Ready | %.0fs | |\n", res.Live, res.LiveReadySeconds)
-	}
 	if res.CreateSeconds > 0 {
 		fmt.Fprintf(&b, "| %d hibernated clusters applied (%d clients) → all reconciled | %.0fs | |\n", res.Total-res.Live, res.CreateWorkers, res.CreateSeconds)
+	}
+	if res.LiveReadySeconds > 0 {
+		fmt.Fprintf(&b, "| then %d running clusters applied at once → all Ready | %.0fs | |\n", res.Live, res.LiveReadySeconds)
 	}
 	if res.ManagerBefore.WindowSec > 0 {
 		fmt.Fprintf(&b, "| kok-manager before any cluster (idle, %.0fs window) | %d MiB RSS, %.1f mCPU | |\n", res.ManagerBefore.WindowSec, res.ManagerBefore.RSSMiB, res.ManagerBefore.MilliCPU)
