@@ -50,6 +50,8 @@ type Reconciler struct {
 	workloads     workload.Cache
 	workloadsInit sync.Once
 	watches       *watcher
+	// applied skips ClusterAddons whose entry and object are unchanged.
+	applied kube.Applied
 }
 
 // Finalizer holds a ClusterAddon until its objects are gone from the
@@ -135,19 +137,25 @@ func (r *Reconciler) reconcileCluster(ctx context.Context, req reconcile.Request
 	if kc.DeletionTimestamp != nil {
 		return reconcile.Result{}, nil
 	}
+	var list addonv1.ClusterAddonList
+	if err := r.List(ctx, &list, client.InNamespace(kc.Namespace), client.MatchingLabels{LabelCluster: kc.Name}); err != nil {
+		return reconcile.Result{}, err
+	}
+	current := map[string]*addonv1.ClusterAddon{}
+	for i := range list.Items {
+		current[list.Items[i].Name] = &list.Items[i]
+	}
 	want := map[string]bool{}
 	for _, ref := range kc.Spec.Addons {
 		ca := &addonv1.ClusterAddon{ObjectMeta: metav1.ObjectMeta{Name: ClusterAddonName(kc.Name, ref.Name), Namespace: kc.Namespace,
 			Labels: map[string]string{LabelCluster: kc.Name, LabelAddon: ref.Name}},
 			Spec: addonv1.ClusterAddonSpec{ClusterName: kc.Name, Addon: ref.Name, Version: ref.Version, Values: ref.Values}}
-		if err := kube.Apply(ctx, r.Client, kc, ca); err != nil {
+		// Unchanged entries are not applied again (a KubeCluster's other
+		// spec changes reach here too).
+		if err := r.applied.Apply(ctx, r.Client, kc, ca, current[ca.Name]); err != nil {
 			return reconcile.Result{}, err
 		}
 		want[ca.Name] = true
-	}
-	var list addonv1.ClusterAddonList
-	if err := r.List(ctx, &list, client.InNamespace(kc.Namespace), client.MatchingLabels{LabelCluster: kc.Name}); err != nil {
-		return reconcile.Result{}, err
 	}
 	for i := range list.Items {
 		ca := &list.Items[i]
