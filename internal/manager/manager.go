@@ -89,7 +89,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", ns, "namespace the manager runs in (env POD_NAMESPACE)")
 	fs.Float64Var(&o.KubeAPIQPS, "kube-api-qps", 50, "requests per second kok-manager sends to the meta cluster's apiserver")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", 100, "requests kok-manager may send at once above --kube-api-qps")
-	fs.IntVar(&o.ClusterWorkers, "cluster-workers", 4, "KubeClusters reconciled at once")
+	fs.IntVar(&o.ClusterWorkers, "cluster-workers", 10, "KubeClusters reconciled at once (passes mostly wait on the API and etcd)")
 	fs.StringVar(&o.SelfImage, "self-image", "", "kok-manager's own image, for backup Jobs and restores (default: read from the manager's pod, env POD_NAME)")
 	fs.Func("controllers", "comma-separated operators to run (default: all)", func(s string) error {
 		for _, c := range strings.Split(s, ",") {
