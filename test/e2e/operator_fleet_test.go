@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 	etcdv1 "github.com/kubeonkube/kok/api/etcd/v1alpha1"
+	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 )
 
 // TestFleetUpgrade rolls a release over ten real business clusters (eight
@@ -100,6 +102,12 @@ func TestFleetUpgrade(t *testing.T) {
 		waitClusterReady(t, c, all[name], 8*time.Minute)
 	}
 	t.Logf("%d clusters at %s Ready in %s", len(all), from, time.Since(start).Round(time.Second))
+	// The canary has a node: its gate waits for the Machine to be Ready
+	// again with its kubelet at the target.
+	const node = "fleet-m1"
+	mustKok(t, shared.stateDir, "machine", "create", node, "--cluster", "fleet-p1")
+	t.Cleanup(func() { _, _ = kok(t, shared.stateDir, "machine", "delete", node) })
+	waitMachine(t, c, "fleet-p1", node, nodev1.MachineReady, 5*time.Minute)
 	rulesPath, _ := kokRules(t)
 	prom := startPrometheus(t, cfg, c, rulesPath)
 
@@ -204,6 +212,13 @@ func TestFleetUpgrade(t *testing.T) {
 		}
 		return nil
 	})
+	// The canary passed its gate with its node at the target.
+	if p1 := target(cu, "fleet-p1"); p1 == nil || !slices.Contains(p1.HealthyAtStart, "machine/"+node) {
+		t.Errorf("fleet-p1's journal does not gate on its Machine: %+v", p1)
+	}
+	if m := getMachine(t, c, "fleet-p1", node); m.Status.KubeletVersion != to || !meta.IsStatusConditionTrue(m.Status.Conditions, nodev1.MachineReady) {
+		t.Errorf("fleet-p1 passed its gate with Machine %s at kubelet %s, %s", node, m.Status.KubeletVersion, describeConditions(m.Status.Conditions))
+	}
 	cu = upgradeStatus()
 	if cu.Status.Phase != clusterv1.RolloutHalted {
 		t.Fatalf("rollout no longer halted:\n%s", describeRollout(cu))
