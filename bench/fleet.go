@@ -209,17 +209,21 @@ func runFleetBench(ctx context.Context, res *FleetResult, c client.Client, cfg *
 		return err
 	}
 	l := startLoad(ctx, bc)
-	res.LiveRollout, err = rollout(ctx, c, "bench-live", "tier=live", "canary=true", int32(res.LiveMaxParallel), 45*time.Minute)
-	res.CanaryRequests, res.CanaryFailed = l.stop()
-	res.CanaryRequests += res.CanaryFailed
+	live, err := rollout(ctx, c, "bench-live", "tier=live", "canary=true", int32(res.LiveMaxParallel), 45*time.Minute)
+	requests, failed := l.stop()
 	if err != nil {
+		// An unfinished rollout (and its client's requests cut by the
+		// stop) is not a result.
 		return fmt.Errorf("live rollout: %w", err)
 	}
+	res.LiveRollout, res.CanaryRequests, res.CanaryFailed = live, requests+failed, failed
 	fmt.Printf("live rollout: %+v; canary client %d requests, %d failed\n", res.LiveRollout, res.CanaryRequests, res.CanaryFailed)
 
-	if res.FleetRollout, err = rollout(ctx, c, "bench-fleet", "fleet=bench", "", int32(res.FleetMaxParallel), 45*time.Minute); err != nil {
+	all, err := rollout(ctx, c, "bench-fleet", "fleet=bench", "", int32(res.FleetMaxParallel), 45*time.Minute)
+	if err != nil {
 		return fmt.Errorf("fleet rollout: %w", err)
 	}
+	res.FleetRollout = all
 	fmt.Printf("fleet rollout: %+v\n", res.FleetRollout)
 
 	// One of the hibernated clusters wakes at the target.
