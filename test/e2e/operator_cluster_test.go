@@ -354,6 +354,13 @@ func TestKubeClusterUpgradeHA(t *testing.T) {
 	}
 	web := deployWeb(t, bc, "web", nodes)
 	entry := net.JoinHostPort(getMachine(t, c, name, nodes[0]).Spec.Address, fmt.Sprint(web.nodePort))
+	// Ready pods are not yet a programmed NodePort: kube-proxy refuses
+	// connections until it has synced the new Service (a CI run counted
+	// six such refusals, in the first 0.1 s, as upgrade failures).
+	eventually(t, time.Minute, "the NodePort answers", func() error {
+		_, err := get(entry, "/hostname")
+		return err
+	})
 	var api, svc, logs tally
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
