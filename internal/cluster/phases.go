@@ -93,11 +93,7 @@ func (r *Reconciler) applyEtcd(ctx context.Context, kc *clusterv1.KubeCluster, n
 	// The cache may not hold a just-created object yet: use what the API
 	// answered.
 	applied := &etcdv1.EtcdCluster{}
-	var current client.Object
-	if st.etcd != nil {
-		current = st.etcd
-	}
-	if err := r.applied.ApplyConfigurationInto(ctx, r, ac, applied, current); err != nil {
+	if err := r.applied.ApplyConfigurationInto(ctx, r, ac, applied, st.etcd); err != nil {
 		return err
 	}
 	st.etcd = applied

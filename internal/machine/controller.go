@@ -106,7 +106,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 var releaseOrReadyChanged = predicate.Funcs{UpdateFunc: func(ev event.UpdateEvent) bool {
 	o, ok1 := ev.ObjectOld.(*nodev1.Machine)
 	n, ok2 := ev.ObjectNew.(*nodev1.Machine)
-	return !ok1 || !ok2 || machineRelease(o) != machineRelease(n) || machineReady(o) != machineReady(n) ||
+	ready := func(m *nodev1.Machine) bool { return conditions.IsTrue(m.Status.Conditions, nodev1.MachineReady) }
+	return !ok1 || !ok2 || machineRelease(o) != machineRelease(n) || ready(o) != ready(n) ||
 		o.Spec.Paused != n.Spec.Paused || !o.DeletionTimestamp.Equal(n.DeletionTimestamp)
 }}
 

@@ -24,10 +24,12 @@ import (
 	"text/template"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/agent"
+	"github.com/kubeonkube/kok/internal/conditions"
 )
 
 // ComponentName is the name of the Component object of a component at a
@@ -289,11 +291,11 @@ func PlanNodeRelease(m *nodev1.Machine, siblings []nodev1.Machine, release strin
 			s.DeletionTimestamp != nil || !followsCluster(s) {
 			continue
 		}
-		if machineRelease(s) != release || !machineReady(s) {
+		if machineRelease(s) != release || !conditions.IsTrue(s.Status.Conditions, nodev1.MachineReady) {
 			out.Version, out.WaitsFor = out.Current, s.Name
 			return out
 		}
-		if c := findCondition(s.Status.Conditions, nodev1.MachineUpToDate); c == nil || c.Status != metav1.ConditionTrue ||
+		if c := meta.FindStatusCondition(s.Status.Conditions, nodev1.MachineUpToDate); c == nil || c.Status != metav1.ConditionTrue ||
 			now.Sub(c.LastTransitionTime.Time) < NodeSettle {
 			out.Version, out.WaitsFor, out.Settles = out.Current, s.Name, NodeSettle
 			if c != nil && c.Status == metav1.ConditionTrue {
@@ -323,18 +325,4 @@ func machineRelease(m *nodev1.Machine) string {
 
 func followsCluster(m *nodev1.Machine) bool {
 	return slices.ContainsFunc(m.Spec.Components, func(ref nodev1.ComponentRef) bool { return ref.Version == "" })
-}
-
-func machineReady(m *nodev1.Machine) bool {
-	c := findCondition(m.Status.Conditions, nodev1.MachineReady)
-	return c != nil && c.Status == metav1.ConditionTrue
-}
-
-func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
-	for i := range conds {
-		if conds[i].Type == t {
-			return &conds[i]
-		}
-	}
-	return nil
 }
