@@ -20,7 +20,11 @@ func computeStatus(kc *clusterv1.KubeCluster, n Names, st *state, passErr error)
 	set := func(t string, ok bool, reason, msg string) {
 		conditions.Set(&s.Conditions, kc.Generation, t, ok, reason, msg)
 	}
-	s.ObservedGeneration = kc.Generation
+	if passErr == nil {
+		// Only a pass that went through counts as having acted on this
+		// generation; a failed one is retried and says why in Ready.
+		s.ObservedGeneration = kc.Generation
+	}
 	defer func() { s.Phase = phase(kc) }()
 	if st == nil || !st.observed {
 		// Nothing trustworthy was read: say why, keep the rest as it was.

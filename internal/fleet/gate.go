@@ -84,7 +84,7 @@ func Gate(in GateInput) Health {
 	case kc.Spec.Version != in.To:
 		return Health{Waiting: "spec.version is " + kc.Spec.Version}
 	case kc.Status.ObservedGeneration < kc.Generation:
-		return Health{Waiting: "the cluster operator has not seen the change yet"}
+		return Health{Waiting: "the cluster operator has not acted on the change yet: " + condMessage(kc, clusterv1.ConditionReady)}
 	case kc.Status.Version != in.To:
 		return Health{Waiting: fmt.Sprintf("the control plane runs %s: %s", orNone(kc.Status.Version), condMessage(kc, clusterv1.ConditionProgressing))}
 	case !conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionReady):

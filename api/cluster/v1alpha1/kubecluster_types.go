@@ -292,6 +292,8 @@ type ComponentStatus struct {
 
 // KubeClusterStatus is the observed state of a business cluster.
 type KubeClusterStatus struct {
+	// ObservedGeneration is the generation the last successful pass acted
+	// on; a pass that failed leaves it and says why in the Ready condition.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// +listType=map
