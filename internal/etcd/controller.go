@@ -9,6 +9,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
@@ -40,6 +41,8 @@ type Reconciler struct {
 	ManagerImage string
 	// Dial connects to etcd members; nil dials them for real (Dial).
 	Dial Dialer
+
+	misses misses
 }
 
 // +kubebuilder:rbac:groups=etcd.kok.dev,resources=etcdclusters,verbs=get;list;watch;update;patch
@@ -80,6 +83,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Get(ctx, req.NamespacedName, e); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetClusterMetrics(req.Namespace, req.Name)
+			r.misses.note(req.NamespacedName, false, time.Time{})
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -92,6 +96,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	obs, err := r.observe(ctx, e, n)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	now := time.Now()
+	if since := r.misses.note(req.NamespacedName, healthMissed(obs.Observed), now); missTolerated(e, obs.Observed, since, now) {
+		logger.Info("etcd missed a health check; status kept while its pods stay Ready",
+			"since", since, "grace", healthGrace, "error", obs.etcdErr)
+		return ctrl.Result{RequeueAfter: requeueBusy}, nil
 	}
 	if obs.Journal != nil {
 		// A journaled change that is complete is cleared before planning.
@@ -138,10 +148,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 	problem := errors.Join(obs.certErr, baseErr, stepErr)
-	patch := client.MergeFrom(e.DeepCopy())
-	computeStatus(e, n, obs, step, problem, time.Now())
-	if err := r.Status().Patch(ctx, e, patch); err != nil {
-		return ctrl.Result{}, errors.Join(baseErr, fmt.Errorf("writing status: %w", err))
+	orig := e.DeepCopy()
+	computeStatus(e, n, obs, step, problem, now)
+	// An unchanged status is not written (a steady pass sends nothing).
+	if !equality.Semantic.DeepEqual(orig.Status, e.Status) {
+		if err := r.Status().Patch(ctx, e, client.MergeFrom(orig)); err != nil {
+			return ctrl.Result{}, errors.Join(baseErr, fmt.Errorf("writing status: %w", err))
+		}
 	}
 	recordClusterMetrics(e, step, problem)
 	switch {
