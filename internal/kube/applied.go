@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -15,8 +16,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// DefaultRefresh is how long Applied trusts an unchanged object before it
-// applies it again anyway.
+// DefaultRefresh is how long Applied trusts a record before it checks the
+// object again (by its managed fields, else by applying it).
 const DefaultRefresh = 10 * time.Minute
 
 // Applied makes an operator's steady passes free: it remembers, per
@@ -27,6 +28,13 @@ const DefaultRefresh = 10 * time.Minute
 // spec (a user's edit, a deletion) changes its generation and the next
 // pass applies again; so does any change of the rendering. Metadata-only
 // edits of an object with a generation are taken back within Refresh.
+//
+// Where no record proves an object current (the operator just started,
+// the record expired, the object changed), the object itself may: every
+// object applied here carries the rendering's digest (LabelApplied), and if
+// that digest is the new rendering's and kok's apply entry still owns
+// exactly the rendered fields, the apply is skipped too (managedMatch). A
+// restarted operator thus sends nothing for a fleet that is as it left it.
 //
 // Without it, every pass of every cluster re-applies the same objects:
 // with a thousand clusters that is more writes per second than a client's
@@ -76,17 +84,31 @@ func (a *Applied) ApplyConfigurationInto(ctx context.Context, c client.Client, a
 }
 
 func (a *Applied) apply(ctx context.Context, c client.Client, u *unstructured.Unstructured, obj, current client.Object) error {
+	unstructured.RemoveNestedField(u.Object, "metadata", "labels", LabelApplied)
 	data, err := json.Marshal(u.Object) // map keys sorted: a stable digest
 	if err != nil {
 		return err
 	}
 	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:12])
+	if err := unstructured.SetNestedField(u.Object, digest, "metadata", "labels", LabelApplied); err != nil {
+		return err
+	}
 	key := appliedKey{gvk: u.GroupVersionKind(), key: client.ObjectKey{Namespace: u.GetNamespace(), Name: u.GetName()}}
-	if current != nil && !reflect.ValueOf(current).IsNil() && a.unchanged(key, sum, current) &&
-		reflect.TypeOf(current) == reflect.TypeOf(obj) {
-		reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(current.DeepCopyObject()).Elem())
-		obj.GetObjectKind().SetGroupVersionKind(key.gvk)
-		return nil
+	if current != nil && !reflect.ValueOf(current).IsNil() && reflect.TypeOf(current) == reflect.TypeOf(obj) {
+		proven := a.unchanged(key, sum, current)
+		if !proven && managedMatch(current, u, digest) {
+			// Nothing (or something old) on record, e.g. the operator just
+			// started: the object's own managed fields show it holds this
+			// rendering.
+			a.record(key, appliedEntry{sum: sum, generation: current.GetGeneration(), version: current.GetResourceVersion(), at: time.Now()})
+			proven = true
+		}
+		if proven {
+			reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(current.DeepCopyObject()).Elem())
+			obj.GetObjectKind().SetGroupVersionKind(key.gvk)
+			return nil
+		}
 	}
 	if err := sendApply(ctx, c, u, obj); err != nil {
 		a.forget(key)
