@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -46,6 +47,9 @@ type Reconciler struct {
 	ImageRegistry string
 	// Workload reaches a business cluster; nil uses its admin kubeconfig.
 	Workload workload.Func
+	// Workers is how many ClusterAddons (and KubeClusters' addon lists)
+	// are reconciled at once; at least one.
+	Workers int
 
 	workloads     workload.Cache
 	workloadsInit sync.Once
@@ -93,6 +97,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Channel(r.watches.events, handler.EnqueueRequestsFromMapFunc(r.addonsWhere(func(ca *addonv1.ClusterAddon, o client.Object) bool {
 			return ca.Namespace == o.GetNamespace() && ca.Spec.ClusterName == o.GetName() && ca.Spec.Addon == o.GetLabels()[LabelAddon]
 		})))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Complete(r)
 	if err != nil {
 		return err
@@ -100,6 +105,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).Named("clusteraddons-of-kubecluster").
 		For(&clusterv1.KubeCluster{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&addonv1.ClusterAddon{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Complete(reconcile.Func(r.reconcileCluster))
 }
 

@@ -70,6 +70,8 @@ type Options struct {
 	KubeAPIBurst int
 	// ClusterWorkers is how many KubeClusters are reconciled at once.
 	ClusterWorkers int
+	// AddonWorkers is how many ClusterAddons are reconciled at once.
+	AddonWorkers int
 }
 
 // BindFlags registers the manager's flags.
@@ -90,6 +92,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.Float64Var(&o.KubeAPIQPS, "kube-api-qps", 50, "requests per second kok-manager sends to the meta cluster's apiserver")
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", 100, "requests kok-manager may send at once above --kube-api-qps")
 	fs.IntVar(&o.ClusterWorkers, "cluster-workers", 10, "KubeClusters reconciled at once (passes mostly wait on the API and etcd)")
+	fs.IntVar(&o.AddonWorkers, "addon-workers", 10, "ClusterAddons reconciled at once (passes mostly wait on business clusters' apiservers)")
 	fs.StringVar(&o.SelfImage, "self-image", "", "kok-manager's own image, for backup Jobs and restores (default: read from the manager's pod, env POD_NAME)")
 	fs.Func("controllers", "comma-separated operators to run (default: all)", func(s string) error {
 		for _, c := range strings.Split(s, ",") {
@@ -116,7 +119,7 @@ var Registry = map[string]Setup{
 		return (&fleet.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr)
 	},
 	"addon": func(mgr ctrl.Manager, o Options) error {
-		return (&addon.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry}).SetupWithManager(mgr)
+		return (&addon.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, Workers: o.AddonWorkers}).SetupWithManager(mgr)
 	},
 	"etcd": func(mgr ctrl.Manager, o Options) error {
 		if err := (&etcd.Reconciler{Client: mgr.GetClient(), ImageRegistry: o.ImageRegistry, Domain: o.ClusterDomain,
