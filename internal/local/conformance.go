@@ -51,7 +51,8 @@ func busyboxLayer() ([]image.File, error) {
 // ConformanceImages are the e2e suite's test images, named as e2e.test
 // (version: the Kubernetes release it is built at) names them under
 // E2ERepoList: agnhost (Kubernetes' own, built by kok) with busybox and
-// Debian's curl, nc and dash beside it, busybox, and stand-ins for the suite's web
+// Debian's curl, nc and dash beside it, busybox (with Debian's static bash
+// as its shell), and stand-ins for the suite's web
 // servers (httpd, nginx: busybox httpd on port 80, what the specs use them
 // for), plus pause.
 func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, version string) ([]image.Spec, error) {
@@ -78,6 +79,15 @@ func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, ver
 		return nil, fmt.Errorf("curl, nc, dash and dig for the agnhost image: %w (install Debian's curl, netcat-openbsd and bind9-dnsutils)", err)
 	}
 	tools = append(tools, image.File{Dst: "/usr/bin/nc", Link: "/usr/bin/nc.openbsd"}, image.File{Dst: "/bin/sh", Link: "/usr/bin/dash"})
+	// The busybox image's shell is Debian's static bash: busybox's ash
+	// (like dash) drops environment variables whose names are no shell
+	// identifiers (a Secret's key data-1 as an env var), which the specs
+	// expect `sh -c env` to print, as upstream's busybox image does.
+	bash, err := image.HostFiles("/bin/bash-static")
+	if err != nil {
+		return nil, fmt.Errorf("bash for the busybox image: %w (install Debian's bash-static)", err)
+	}
+	bash = append(bash, image.File{Dst: "/bin/bash", Link: "/bin/bash-static"}, image.File{Dst: "/bin/sh", Link: "/bin/bash-static"})
 	path := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	e2e := func(repo, tag string) string { return E2ERegistry + "/" + repo + ":" + tag }
 	agnhostLayers := [][]image.File{bb, tools, {{Src: agnhost, Dst: "/agnhost", Mode: 0o755},
@@ -86,7 +96,7 @@ func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, ver
 		{Src: filepath.Join(porter, "localhost.key"), Dst: "/localhost.key", Mode: 0o644}}}
 	specs := []image.Spec{
 		{Ref: e2e("agnhost", AgnhostE2ETag), Layers: agnhostLayers, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: path},
-		{Ref: e2e("busybox", BusyboxE2ETag), Layers: [][]image.File{bb}, Cmd: []string{"sh"}, Env: path},
+		{Ref: e2e("busybox", BusyboxE2ETag), Layers: [][]image.File{bb, bash}, Cmd: []string{"sh"}, Env: path},
 		// The DNS specs' prober: a shell with dig (upstream: Debian with dnsutils).
 		{Ref: e2e("jessie-dnsutils", "1.7"), Layers: [][]image.File{bb, tools}, Cmd: []string{"sh"}, Env: path},
 		// A non-root user on a plain base (upstream: debian-base as 1234).
