@@ -63,9 +63,11 @@ type Reconciler struct {
 const Finalizer = "addon.kok.dev/cleanup"
 
 const (
-	// resync: a healthy addon is re-applied this often even when its
-	// watches saw nothing (a watch that was down); settling while it is
-	// not healthy. Deleted and edited objects wake it at once (watcher).
+	// resync: a healthy addon is checked this often even when its
+	// watches saw nothing (a watch that was down, a workload that lost
+	// pods): each object is read, and applied only if it no longer holds
+	// kok's rendering. settling: the same while it is not healthy.
+	// Deleted and edited objects wake it at once (watcher).
 	resync   = 30 * time.Second
 	settling = 5 * time.Second
 )
@@ -190,7 +192,8 @@ type state struct {
 	planErr     error
 	applyErr    error
 	unhealthy   []string
-	applied     int
+	applied     int // objects that hold the rendering
+	sent        int // of them, written by this pass
 }
 
 // Reconcile observes a ClusterAddon, applies its objects and records status.
@@ -306,6 +309,7 @@ func (r *Reconciler) apply(ctx context.Context, ca *addonv1.ClusterAddon, st *st
 	for _, obj := range st.objects {
 		live := &unstructured.Unstructured{}
 		live.SetGroupVersionKind(obj.GroupVersionKind())
+		var held *unstructured.Unstructured
 		err := c.Get(ctx, client.ObjectKeyFromObject(obj), live)
 		switch {
 		case err == nil:
@@ -314,15 +318,24 @@ func (r *Reconciler) apply(ctx context.Context, ca *addonv1.ClusterAddon, st *st
 				st.applied++
 				continue
 			}
+			held = live
 		case !apierrors.IsNotFound(err) && !meta.IsNoMatchError(err):
 			st.applyErr = fmt.Errorf("reading %s: %w", Key(obj), err)
 			return
 		}
-		if err := kube.ApplyObject(ctx, c, obj); err != nil {
+		// A steady pass reads each object and writes none: what still
+		// holds this rendering as kok applied it is left alone.
+		sent, err := kube.ApplyObjectUnlessHeld(ctx, c, obj, held)
+		if err != nil {
 			st.applyErr = err
 			return
 		}
-		st.health(obj)
+		if sent {
+			st.sent++
+			st.health(obj)
+		} else {
+			st.health(live)
+		}
 		st.applied++
 	}
 	rendered := map[string]bool{}
@@ -441,8 +454,10 @@ func computeStatus(ca *addonv1.ClusterAddon, st *state) {
 	case st.applyErr != nil:
 		set(addonv1.AddonApplied, false, "ApplyFailed", st.applyErr.Error()+" (retried)")
 	default:
-		now := metav1.Now()
-		s.LastAppliedTime = &now
+		if st.sent > 0 || s.LastAppliedTime == nil {
+			now := metav1.Now()
+			s.LastAppliedTime = &now
+		}
 		s.Version, s.KubernetesVersion = st.addon.Spec.Version, st.cluster.Status.Version
 		s.Objects = nil
 		for _, o := range st.objects {

@@ -153,16 +153,24 @@ func TestClusterAddons(t *testing.T) {
 			}
 		}
 		edit(5, "")
+		d := &appsv1.Deployment{}
 		eventually(t, "replicas reverted to the addon's 2", func() error {
-			d := &appsv1.Deployment{}
 			if err := c.Get(ctx, key, d); err != nil || *d.Spec.Replicas != 2 {
 				return fmt.Errorf("replicas %v (%v)", d.Spec.Replicas, err)
 			}
 			return nil
 		})
+		// Passes over objects that hold the rendering write nothing.
+		held := &appsv1.Deployment{}
+		if err := c.Get(ctx, key, held); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(12 * time.Second) // two passes of an unhealthy addon
+		if err := c.Get(ctx, key, d); err != nil || d.ResourceVersion != held.ResourceVersion {
+			t.Fatalf("a held Deployment was written again: resourceVersion %s → %s (%v)", held.ResourceVersion, d.ResourceVersion, err)
+		}
 		edit(4, "spec.replicas")
 		time.Sleep(12 * time.Second) // two passes of an unhealthy addon
-		d := &appsv1.Deployment{}
 		if err := c.Get(ctx, key, d); err != nil || *d.Spec.Replicas != 4 {
 			t.Fatalf("the kept replicas: %v (%v)", d.Spec.Replicas, err)
 		}

@@ -84,14 +84,8 @@ func (a *Applied) ApplyConfigurationInto(ctx context.Context, c client.Client, a
 }
 
 func (a *Applied) apply(ctx context.Context, c client.Client, u *unstructured.Unstructured, obj, current client.Object) error {
-	unstructured.RemoveNestedField(u.Object, "metadata", "labels", LabelApplied)
-	data, err := json.Marshal(u.Object) // map keys sorted: a stable digest
+	sum, digest, err := stamp(u)
 	if err != nil {
-		return err
-	}
-	sum := sha256.Sum256(data)
-	digest := hex.EncodeToString(sum[:12])
-	if err := unstructured.SetNestedField(u.Object, digest, "metadata", "labels", LabelApplied); err != nil {
 		return err
 	}
 	key := appliedKey{gvk: u.GroupVersionKind(), key: client.ObjectKey{Namespace: u.GetNamespace(), Name: u.GetName()}}
@@ -116,6 +110,18 @@ func (a *Applied) apply(ctx context.Context, c client.Client, u *unstructured.Un
 	}
 	a.record(key, appliedEntry{sum: sum, generation: obj.GetGeneration(), version: obj.GetResourceVersion(), at: time.Now()})
 	return nil
+}
+
+// stamp sets u's LabelApplied label to the digest of u without it.
+func stamp(u *unstructured.Unstructured) (sum [sha256.Size]byte, digest string, err error) {
+	unstructured.RemoveNestedField(u.Object, "metadata", "labels", LabelApplied)
+	data, err := json.Marshal(u.Object) // map keys sorted: a stable digest
+	if err != nil {
+		return sum, "", err
+	}
+	sum = sha256.Sum256(data)
+	digest = hex.EncodeToString(sum[:12])
+	return sum, digest, unstructured.SetNestedField(u.Object, digest, "metadata", "labels", LabelApplied)
 }
 
 func (a *Applied) refresh() time.Duration {

@@ -160,6 +160,24 @@ func ApplyObject(ctx context.Context, c client.Client, obj *unstructured.Unstruc
 	return nil
 }
 
+// ApplyObjectUnlessHeld is ApplyObject, skipped when live — the object as
+// just read, nil when there is none — still holds obj as kok applied it:
+// it carries obj's digest (LabelApplied, which obj is stamped with either
+// way) and kok's apply entry owns exactly obj's fields, so applying again
+// would change nothing (managedMatch). It says whether it applied. Meant
+// for steady passes over objects with no record of their own, such as a
+// business cluster's addons: a read instead of a write each.
+func ApplyObjectUnlessHeld(ctx context.Context, c client.Client, obj, live *unstructured.Unstructured) (bool, error) {
+	_, digest, err := stamp(obj)
+	if err != nil {
+		return false, err
+	}
+	if live != nil && managedMatch(live, obj, digest) {
+		return false, nil
+	}
+	return true, ApplyObject(ctx, c, obj)
+}
+
 // ApplyOptions are the options of a client-go apply call (for clients of
 // business clusters, which are plain clientsets).
 func ApplyOptions() metav1.ApplyOptions {

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -129,5 +130,80 @@ func TestAppliedAfterRestart(t *testing.T) {
 	// A new rendering is applied.
 	if n := pass("web:2"); n != 1 {
 		t.Fatalf("a new image had %d objects applied, want 1", n)
+	}
+}
+
+// TestApplyObjectUnlessHeld: a steady pass over rendered manifests (an
+// addon's) reads and writes nothing back while the objects hold what kok
+// applied, and applies what someone else changed or deleted.
+func TestApplyObjectUnlessHeld(t *testing.T) {
+	ctx := context.Background()
+	c, err := client.New(testenv.Config, client.Options{Scheme: clientgoscheme.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := []byte(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: held, namespace: default, labels: {app: held}}
+data: {a: "1"}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: held, namespace: default}
+spec:
+  selector: {matchLabels: {app: held}}
+  template:
+    metadata: {labels: {app: held}}
+    spec:
+      containers: [{name: c, image: "held:1", args: ["--v=2"], resources: {requests: {cpu: 10m}}}]
+`)
+	// pass applies every object of the manifest as an addon's pass does
+	// (read, then apply unless held) and says how many it sent.
+	pass := func() int {
+		t.Helper()
+		objs, err := kube.Decode(manifest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent := 0
+		for _, obj := range objs {
+			live := &unstructured.Unstructured{}
+			live.SetGroupVersionKind(obj.GroupVersionKind())
+			if err := c.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
+				live = nil
+			}
+			ok, err := kube.ApplyObjectUnlessHeld(ctx, c, obj, live)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				sent++
+			}
+		}
+		return sent
+	}
+	if n := pass(); n != 2 {
+		t.Fatalf("first pass sent %d objects, want 2", n)
+	}
+	if n := pass(); n != 0 {
+		t.Fatalf("a steady pass sent %d objects, want 0", n)
+	}
+	if err := c.Patch(ctx, &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "held", Namespace: "default"}},
+		client.RawPatch(types.JSONPatchType, []byte(`[{"op":"replace","path":"/spec/template/spec/containers/0/args/0","value":"--v=9"}]`)),
+		client.FieldOwner("someone")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "held", Namespace: "default"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := pass(); n != 2 {
+		t.Fatalf("after an edit and a deletion, %d of 2 objects were sent", n)
+	}
+	ds := &appsv1.DaemonSet{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "held"}, ds); err != nil || ds.Spec.Template.Spec.Containers[0].Args[0] != "--v=2" {
+		t.Fatalf("edited args not taken back: %v %v", ds.Spec.Template.Spec.Containers, err)
+	}
+	if n := pass(); n != 0 {
+		t.Fatalf("after putting them back, %d objects sent again", n)
 	}
 }

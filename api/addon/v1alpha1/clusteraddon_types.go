@@ -44,7 +44,8 @@ type ClusterAddonStatus struct {
 	// +listType=atomic
 	// +optional
 	Objects []AddonObject `json:"objects,omitempty"`
-	// LastAppliedTime is when every object was last applied.
+	// LastAppliedTime is when kok last wrote any of the objects (a pass
+	// that finds them all as kok applied them writes nothing).
 	// +optional
 	LastAppliedTime *metav1.Time `json:"lastAppliedTime,omitempty"`
 	// Conditions: Applied (every object is in the business cluster as
