@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 
 	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
@@ -135,10 +136,8 @@ func orNone(v string) string {
 }
 
 func condMessage(kc *clusterv1.KubeCluster, t string) string {
-	for _, c := range kc.Status.Conditions {
-		if c.Type == t {
-			return c.Message
-		}
+	if c := meta.FindStatusCondition(kc.Status.Conditions, t); c != nil {
+		return c.Message
 	}
 	return "no " + t + " condition"
 }
