@@ -16,17 +16,13 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
-	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/clusterctl"
 	"github.com/kubeonkube/kok/internal/local"
 	"github.com/kubeonkube/kok/internal/local/hosts"
@@ -86,29 +82,15 @@ func benchAddons(out, kokBin, cacheDir string) {
 
 func runAddonBench(ctx context.Context, res *AddonResult, c client.Client, cfg *local.Config, kokBin string) error {
 	const cluster = "addons"
-	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig())
+	hs, err := newHosts(ctx, cfg, kokBin, "addons", res.Nodes)
 	if err != nil {
 		return err
-	}
-	var hs []*hosts.Host
-	for i := range res.Nodes {
-		h, _, err := hosts.Create(ctx, hosts.Options{StateDir: cfg.StateDir, Name: fmt.Sprintf("addons-%d", i), Self: kokBin, GuardCIDR: cfg.GuardCIDR,
-			Guard: func(ctx context.Context) error { return local.EnsureGuard(ctx, cfg.GuardCIDR) }})
-		if err != nil {
-			return err
-		}
-		hs = append(hs, h)
 	}
 	start := time.Now()
 	since := func() float64 { return time.Since(start).Seconds() }
-	kc, err := clusterctl.Create(ctx, c, clusterctl.CreateOptions{Name: cluster, Version: cfg.KubernetesVersion})
+	kc, err := createWithMachines(ctx, c, cfg, cluster, hs)
 	if err != nil {
 		return err
-	}
-	for _, h := range hs {
-		if _, err := local.ApplyMachine(ctx, restCfg, h, cluster, cluster); err != nil {
-			return err
-		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
@@ -117,33 +99,13 @@ func runAddonBench(ctx context.Context, res *AddonResult, c client.Client, cfg *
 	}
 	res.ControlPlaneS = since()
 	fmt.Printf("control plane Ready at %.1fs\n", res.ControlPlaneS)
-	if err := poll(wctx, func() error {
-		for _, h := range hs {
-			m := &nodev1.Machine{}
-			if err := c.Get(ctx, client.ObjectKey{Namespace: cluster, Name: h.Name}, m); err != nil {
-				return err
-			}
-			if !meta.IsStatusConditionTrue(m.Status.Conditions, nodev1.MachineReady) {
-				return fmt.Errorf("the Machine %s is not Ready", h.Name)
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := poll(wctx, func() error { return machinesReady(ctx, c, cluster, hs) }); err != nil {
 		return err
 	}
 	res.MachinesReadyS = since()
 	fmt.Printf("machines Ready at %.1fs\n", res.MachinesReadyS)
 	if err := poll(wctx, func() error {
-		for _, a := range []string{"kube-proxy", "flannel", "coredns", "metrics-server", "konnectivity"} {
-			ca := &addonv1.ClusterAddon{}
-			if err := c.Get(ctx, client.ObjectKey{Namespace: cluster, Name: cluster + "-" + a}, ca); err != nil {
-				return err
-			}
-			if !meta.IsStatusConditionTrue(ca.Status.Conditions, addonv1.AddonHealthy) {
-				return fmt.Errorf("%s is not Healthy", a)
-			}
-		}
-		return nil
+		return addonsHealthy(ctx, c, cluster, []string{"kube-proxy", "flannel", "coredns", "metrics-server", "konnectivity"})
 	}); err != nil {
 		return err
 	}

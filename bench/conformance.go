@@ -14,12 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
-	nodev1 "github.com/kubeonkube/kok/api/node/v1alpha1"
 	"github.com/kubeonkube/kok/internal/clusterctl"
 	"github.com/kubeonkube/kok/internal/local"
 	"github.com/kubeonkube/kok/internal/local/build"
@@ -90,10 +86,6 @@ func benchConformance(out, kokBin, cacheDir, focus, skip string) {
 
 func runConformance(ctx context.Context, res *ConformanceResult, c client.Client, cfg *local.Config, b *build.Builder, kokBin, e2eTest string) error {
 	const cluster = "conformance"
-	restCfg, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig())
-	if err != nil {
-		return err
-	}
 	specs, err := local.ConformanceImages(ctx, b, local.Binaries{Pause: filepath.Join(filepath.Dir(kokBin), "kok-pause")}, cfg.KubernetesVersion)
 	if err != nil {
 		return err
@@ -101,23 +93,13 @@ func runConformance(ctx context.Context, res *ConformanceResult, c client.Client
 	if err := local.PushImages(ctx, cfg, specs); err != nil {
 		return fmt.Errorf("pushing the e2e images: %w", err)
 	}
-	var hs []*hosts.Host
-	for i := range res.Nodes {
-		h, _, err := hosts.Create(ctx, hosts.Options{StateDir: cfg.StateDir, Name: fmt.Sprintf("conf-%d", i), Self: kokBin, GuardCIDR: cfg.GuardCIDR,
-			Guard: func(ctx context.Context) error { return local.EnsureGuard(ctx, cfg.GuardCIDR) }})
-		if err != nil {
-			return err
-		}
-		hs = append(hs, h)
-	}
-	kc, err := clusterctl.Create(ctx, c, clusterctl.CreateOptions{Name: cluster, Version: cfg.KubernetesVersion})
+	hs, err := newHosts(ctx, cfg, kokBin, "conf", res.Nodes)
 	if err != nil {
 		return err
 	}
-	for _, h := range hs {
-		if _, err := local.ApplyMachine(ctx, restCfg, h, cluster, cluster); err != nil {
-			return err
-		}
+	kc, err := createWithMachines(ctx, c, cfg, cluster, hs)
+	if err != nil {
+		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
@@ -125,25 +107,14 @@ func runConformance(ctx context.Context, res *ConformanceResult, c client.Client
 		return err
 	}
 	if err := poll(wctx, func() error {
-		for _, h := range hs {
-			m := &nodev1.Machine{}
-			if err := c.Get(ctx, client.ObjectKey{Namespace: cluster, Name: h.Name}, m); err != nil {
-				return err
-			}
-			if !meta.IsStatusConditionTrue(m.Status.Conditions, nodev1.MachineReady) {
-				return fmt.Errorf("the Machine %s is not Ready", h.Name)
-			}
+		if err := machinesReady(ctx, c, cluster, hs); err != nil {
+			return err
 		}
+		names := make([]string, 0, len(kc.Spec.Addons))
 		for _, a := range kc.Spec.Addons {
-			ca := &addonv1.ClusterAddon{}
-			if err := c.Get(ctx, client.ObjectKey{Namespace: cluster, Name: cluster + "-" + a.Name}, ca); err != nil {
-				return err
-			}
-			if !meta.IsStatusConditionTrue(ca.Status.Conditions, addonv1.AddonHealthy) {
-				return fmt.Errorf("%s is not Healthy", a.Name)
-			}
+			names = append(names, a.Name)
 		}
-		return nil
+		return addonsHealthy(ctx, c, cluster, names)
 	}); err != nil {
 		return err
 	}
