@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -72,6 +73,13 @@ type Options struct {
 	ClusterWorkers int
 	// AddonWorkers is how many ClusterAddons are reconciled at once.
 	AddonWorkers int
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election;
+	// CacheSyncTimeout bounds the first list of each watched kind. A meta
+	// cluster busy starting many control planes answers slowly: with
+	// controller-runtime's defaults (15 s, 10 s, 2 s, 2 min) kok-manager
+	// lost its lease or its start under load and restarted, and each
+	// restart listed the whole fleet again.
+	LeaseDuration, RenewDeadline, RetryPeriod, CacheSyncTimeout time.Duration
 }
 
 // BindFlags registers the manager's flags.
@@ -93,6 +101,10 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", 100, "requests kok-manager may send at once above --kube-api-qps")
 	fs.IntVar(&o.ClusterWorkers, "cluster-workers", 10, "KubeClusters reconciled at once (passes mostly wait on the API and etcd)")
 	fs.IntVar(&o.AddonWorkers, "addon-workers", 10, "ClusterAddons reconciled at once (passes mostly wait on business clusters' apiservers)")
+	fs.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", time.Minute, "how long a lost leader's lease holds off a new leader")
+	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", 40*time.Second, "how long the leader tries to renew its lease before it gives up and exits")
+	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", 5*time.Second, "how often leader election acts")
+	fs.DurationVar(&o.CacheSyncTimeout, "cache-sync-timeout", 10*time.Minute, "how long a controller waits for its first list of the meta cluster before kok-manager exits")
 	fs.StringVar(&o.SelfImage, "self-image", "", "kok-manager's own image, for backup Jobs and restores (default: read from the manager's pod, env POD_NAME)")
 	fs.Func("controllers", "comma-separated operators to run (default: all)", func(s string) error {
 		for _, c := range strings.Split(s, ",") {
@@ -182,6 +194,10 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		// A manager that loses its lease exits at once, so a new leader
 		// never overlaps with an old one still writing.
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 positive(o.LeaseDuration),
+		RenewDeadline:                 positive(o.RenewDeadline),
+		RetryPeriod:                   positive(o.RetryPeriod),
+		Controller:                    config.Controller{CacheSyncTimeout: o.CacheSyncTimeout},
 	})
 	if err != nil {
 		return nil, err
@@ -222,6 +238,14 @@ func New(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		}
 	}
 	return mgr, nil
+}
+
+// positive is d, or nil (controller-runtime's default) when d is not set.
+func positive(d time.Duration) *time.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return &d
 }
 
 // selfImage reads the manager's image from its own pod ("" outside one).
