@@ -79,6 +79,16 @@ func availableEtcd(t *testing.T) []client.Object {
 	return []client.Object{ec, sec}
 }
 
+// sharedEtcd is EtcdCluster "shared" with authentication on, its CA
+// published, not available at the moment.
+func sharedEtcd(t *testing.T) []client.Object {
+	objs := availableEtcd(t)
+	ec := objs[0].(*etcdv1.EtcdCluster)
+	ec.Name, ec.Spec.EnableAuth = "shared", true
+	ec.Status.Conditions[0].Status, ec.Status.Conditions[0].Reason = metav1.ConditionFalse, "QuorumLost"
+	return objs
+}
+
 // TestReconcileGlue drives Reconcile against a fake API with injected
 // errors and failing components: each path leaves status truthful.
 func TestReconcileGlue(t *testing.T) {
@@ -89,11 +99,15 @@ func TestReconcileGlue(t *testing.T) {
 			State:                corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
 			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: "Error: unknown flag: --bogus-flag"}}}}}}
 	for _, tc := range []struct {
-		name    string
-		paused  bool
-		extra   []client.Object
-		funcs   interceptor.Funcs
-		wantErr string
+		name   string
+		paused bool
+		// shared: the cluster uses EtcdCluster "shared" (auth on) by
+		// reference; held: the pass must not count the generation
+		// observed.
+		shared, held bool
+		extra        []client.Object
+		funcs        interceptor.Funcs
+		wantErr      string
 		// conditions that must say something
 		wantCond map[string]string
 		// objects that must (not) exist afterwards
@@ -105,6 +119,8 @@ func TestReconcileGlue(t *testing.T) {
 			wantDeployments: 3, wantCond: map[string]string{clusterv1.ConditionCertificatesReady: "Issued", clusterv1.ConditionReady: "ControlPlaneUnavailable"}},
 		{name: "a crash-looping component names its own error", extra: append(availableEtcd(t), crashing),
 			wantDeployments: 3, wantCond: map[string]string{clusterv1.ConditionControlPlaneAvailable: "unknown flag: --bogus-flag"}},
+		{name: "a control plane waiting for its shared etcd has not acted on the spec", shared: true, held: true, extra: sharedEtcd(t),
+			wantCond: map[string]string{clusterv1.ConditionEtcdReady: "NotAvailable", clusterv1.ConditionProgressing: "etcd user is made first"}},
 		{name: "paused writes nothing", paused: true, extra: availableEtcd(t),
 			wantCond: map[string]string{clusterv1.ConditionProgressing: "paused"}},
 		{name: "an API error fails the pass and says so", extra: availableEtcd(t),
@@ -132,6 +148,9 @@ func TestReconcileGlue(t *testing.T) {
 			if !tc.paused {
 				kc.Finalizers = []string{Finalizer}
 			}
+			if tc.shared {
+				kc.Spec.Etcd.Ref = &clusterv1.EtcdRef{Name: "shared"}
+			}
 			c := fake.NewClientBuilder().WithScheme(fakeScheme(t)).WithObjects(append([]client.Object{kc, catalog}, tc.extra...)...).
 				WithStatusSubresource(&clusterv1.KubeCluster{}).WithInterceptorFuncs(tc.funcs).Build()
 			r := &Reconciler{Client: c, APIReader: c, Recorder: record.NewFakeRecorder(100), MetaDomain: "cluster.local",
@@ -146,7 +165,7 @@ func TestReconcileGlue(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Only a pass that went through acted on the generation.
-			if acted := got.Status.ObservedGeneration == kc.Generation; acted != (tc.wantErr == "") {
+			if acted := got.Status.ObservedGeneration == kc.Generation; acted != (tc.wantErr == "" && !tc.held) {
 				t.Errorf("observedGeneration %d after a pass with error %v", got.Status.ObservedGeneration, err)
 			}
 			for typ, want := range tc.wantCond {

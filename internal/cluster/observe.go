@@ -40,6 +40,10 @@ type state struct {
 	// ensured; tenantReady: it is there.
 	tenantErr   error
 	tenantReady bool
+	// etcdHeld: the control plane was not applied because the cluster's
+	// etcd user on a shared etcd is not there yet; such a pass has not
+	// acted on the spec (observedGeneration stays).
+	etcdHeld bool
 
 	service *corev1.Service
 	// egress is the apiserver's egress selector ConfigMap (konnectivity).

@@ -315,6 +315,7 @@ func (r *Reconciler) applyControlPlane(ctx context.Context, kc *clusterv1.KubeCl
 		// ("permission denied") and restarts with a back-off.
 		st.rollout.Waiting = fmt.Sprintf("the control plane waits for EtcdCluster %s to be available: this cluster's etcd user is made first",
 			st.etcdKey)
+		st.etcdHeld = true
 		return nil
 	}
 	if kc.Spec.KonnectivityEnabled() {

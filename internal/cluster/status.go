@@ -20,9 +20,11 @@ func computeStatus(kc *clusterv1.KubeCluster, n Names, st *state, passErr error)
 	set := func(t string, ok bool, reason, msg string) {
 		conditions.Set(&s.Conditions, kc.Generation, t, ok, reason, msg)
 	}
-	if passErr == nil {
+	if passErr == nil && (st == nil || !st.etcdHeld) {
 		// Only a pass that went through counts as having acted on this
-		// generation; a failed one is retried and says why in Ready.
+		// generation; a failed one is retried and says why in Ready, and
+		// one whose control plane waits for its etcd user applied none
+		// of it (the EtcdCluster's return wakes it).
 		s.ObservedGeneration = kc.Generation
 	}
 	defer func() { s.Phase = phase(kc) }()
