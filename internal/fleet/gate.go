@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	addonv1 "github.com/kubeonkube/kok/api/addon/v1alpha1"
 	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
@@ -101,7 +102,13 @@ func Gate(in GateInput) Health {
 		case i < 0:
 			waiting = append(waiting, a.Name+" has no ClusterAddon yet")
 		case in.Addons[i].Status.KubernetesVersion != in.To:
-			waiting = append(waiting, fmt.Sprintf("%s is applied for %s", a.Name, orNone(in.Addons[i].Status.KubernetesVersion)))
+			behind := fmt.Sprintf("%s is applied for %s", a.Name, orNone(in.Addons[i].Status.KubernetesVersion))
+			// Why it is behind, when its own status says (a failed apply,
+			// a business apiserver that does not answer).
+			if c := meta.FindStatusCondition(in.Addons[i].Status.Conditions, addonv1.AddonApplied); c != nil && c.Status != metav1.ConditionTrue {
+				behind += " (" + c.Reason + ": " + c.Message + ")"
+			}
+			waiting = append(waiting, behind)
 		case wasHealthy("addon", a.Name) && !conditions.IsTrue(in.Addons[i].Status.Conditions, addonv1.AddonHealthy):
 			waiting = append(waiting, a.Name+" is not Healthy (it was before the upgrade)")
 		}

@@ -245,6 +245,9 @@ func TestGate(t *testing.T) {
 	}
 	stale := addon.DeepCopy()
 	stale.Status.KubernetesVersion = "v1.33.13"
+	failing := stale.DeepCopy()
+	failing.Status.Conditions = append(failing.Status.Conditions, metav1.Condition{Type: addonv1.AddonApplied, Status: metav1.ConditionFalse,
+		Reason: "ApplyFailed", Message: "reading Deployment kube-system/coredns: context deadline exceeded (retried)"})
 	for _, tc := range []struct {
 		name string
 		in   GateInput
@@ -254,6 +257,8 @@ func TestGate(t *testing.T) {
 		{"control plane behind", GateInput{To: "v1.34.4", Cluster: old, Addons: []addonv1.ClusterAddon{addon}}, "waiting: the control plane runs v1.33.13"},
 		{"readyz", GateInput{To: "v1.34.4", Cluster: kc, Readyz: fmt.Errorf("etcd not ok")}, "waiting: apiserver /readyz: etcd not ok"},
 		{"addon behind", GateInput{To: "v1.34.4", Cluster: kc, Addons: []addonv1.ClusterAddon{*stale}}, "waiting: addons: coredns is applied for v1.33.13"},
+		{"addon behind, its apply failing", GateInput{To: "v1.34.4", Cluster: kc, Addons: []addonv1.ClusterAddon{*failing}},
+			"waiting: addons: coredns is applied for v1.33.13 (ApplyFailed: reading Deployment kube-system/coredns: context deadline exceeded (retried))"},
 		{"new pod cannot pull", GateInput{To: "v1.34.4", Cluster: old, Pods: []corev1.Pod{pod("v1.34.4", "ImagePullBackOff")}}, "failing: pod apiserver-v1.34.4: "},
 		{"machines at the target", GateInput{To: "v1.34.4", Cluster: kc, Addons: []addonv1.ClusterAddon{addon},
 			Machines: []nodev1.Machine{machine("m1", "v1.34.4", "", true), machine("m2", "v1.33.13", "v1.33.13", true)}}, "healthy"},
