@@ -20,10 +20,29 @@ import (
 const LabelApplied = "kok.dev/applied"
 
 // builtinTypes converts Kubernetes' own kinds to their structured-merge
-// types (client-go's schema, parsed once on first use).
-var builtinTypes = sync.OnceValue(func() managedfields.TypeConverter {
-	return applyconfigurations.NewTypeConverter(clientgoscheme.Scheme)
-})
+// types (client-go's schema, parsed once on first use); deducedTypes
+// converts any other kind (an APIService, a custom resource) by a schema
+// read off the object itself: maps field by field, lists whole.
+var (
+	builtinTypes = sync.OnceValue(func() managedfields.TypeConverter {
+		return applyconfigurations.NewTypeConverter(clientgoscheme.Scheme)
+	})
+	deducedTypes = sync.OnceValue(managedfields.NewDeducedTypeConverter)
+)
+
+// fieldSet is the set of fields u sets, as the apiserver records them.
+// A kind whose real schema differs from the deduced one (a list merged by
+// key) yields a set the apiserver's does not equal: the object is applied,
+// never wrongly held.
+func fieldSet(u *unstructured.Unstructured) (*fieldpath.Set, error) {
+	t, err := builtinTypes().ObjectToTyped(u)
+	if err != nil {
+		if t, err = deducedTypes().ObjectToTyped(u); err != nil {
+			return nil, err
+		}
+	}
+	return t.ToFieldSet()
+}
 
 // unmanaged are fields of every applied object that the apiserver keeps
 // out of managed fields.
@@ -38,7 +57,7 @@ var unmanaged = fieldpath.NewSet(fieldpath.MakePathOrDie("apiVersion"), fieldpat
 // update moves it, a forced apply too), so a match proves that applying u
 // again would change nothing. It lets an operator that just started, with
 // nothing on record, skip re-applying a fleet's worth of unchanged
-// objects. Only Kubernetes' own kinds are proven; others are applied.
+// objects.
 func managedMatch(current client.Object, u *unstructured.Unstructured, digest string) bool {
 	if current.GetLabels()[LabelApplied] != digest {
 		return false
@@ -57,10 +76,6 @@ func managedMatch(current client.Object, u *unstructured.Unstructured, digest st
 	if err := owned.FromJSON(bytes.NewReader(entry.FieldsV1.Raw)); err != nil {
 		return false
 	}
-	want, err := builtinTypes().ObjectToTyped(u)
-	if err != nil {
-		return false
-	}
-	wantSet, err := want.ToFieldSet()
-	return err == nil && wantSet.Leaves().Difference(unmanaged).Equals(owned.Leaves())
+	want, err := fieldSet(u)
+	return err == nil && want.Leaves().Difference(unmanaged).Equals(owned.Leaves())
 }
