@@ -63,12 +63,13 @@ type Reconciler struct {
 const Finalizer = "addon.kok.dev/cleanup"
 
 const (
-	// resync: a healthy addon is checked this often even when its
-	// watches saw nothing (a watch that was down, a workload that lost
-	// pods): each object is read, and applied only if it no longer holds
-	// kok's rendering. settling: the same while it is not healthy.
-	// Deleted and edited objects wake it at once (watcher).
-	resync   = 30 * time.Second
+	// resync: an addon is checked this often when nothing woke it: each
+	// object is read, and applied only if it no longer holds kok's
+	// rendering. Its watches wake it at once when an object is deleted or
+	// edited, or a workload's health changes (watcher), so the resync only
+	// covers a watch that was down. settling: the next look after a pass
+	// that wrote something or could not finish.
+	resync   = 5 * time.Minute
 	settling = 5 * time.Second
 )
 
@@ -236,15 +237,26 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if st.applyErr != nil {
 		r.Recorder.Eventf(ca, corev1.EventTypeWarning, "ApplyFailed", "%v", st.applyErr)
 	}
+	return ctrl.Result{RequeueAfter: requeue(st)}, nil
+}
+
+// requeue is when to look again without an event: never while the
+// KubeCluster's own state is what waits (a thousand hibernated clusters
+// would otherwise keep five thousand ClusterAddons polling; the KubeCluster
+// watch wakes them), soon after a pass that wrote objects or could not
+// reach the business cluster, and at the resync otherwise — healthy or
+// not, a workload's change of health wakes the addon through its watch (an
+// addon whose Deployment waits for a node used to poll every business
+// apiserver every 5 s), and a rendering error waits for the catalog or the
+// ClusterAddon to change, which wake it too.
+func requeue(st *state) time.Duration {
 	switch {
 	case st.clusterWait:
-		// A thousand hibernated clusters would otherwise keep five
-		// thousand ClusterAddons polling; the KubeCluster watch wakes them.
-		return ctrl.Result{}, nil
-	case conditions.IsTrue(ca.Status.Conditions, addonv1.AddonHealthy):
-		return ctrl.Result{RequeueAfter: resync}, nil
+		return 0
+	case st.waiting != "" || st.applyErr != nil || st.sent > 0:
+		return settling
 	}
-	return ctrl.Result{RequeueAfter: settling}, nil
+	return resync
 }
 
 // observe reads the cluster, picks and renders the addon's version, and
@@ -463,8 +475,8 @@ func computeStatus(ca *addonv1.ClusterAddon, st *state) {
 		for _, o := range st.objects {
 			s.Objects = append(s.Objects, addonv1.AddonObject{APIVersion: o.GetAPIVersion(), Kind: o.GetKind(), Namespace: o.GetNamespace(), Name: o.GetName()})
 		}
-		set(addonv1.AddonApplied, true, "Applied", fmt.Sprintf("%s %s: %d objects applied for Kubernetes %s (put back every %s if changed)",
-			st.addon.Spec.Addon, st.addon.Spec.Version, st.applied, st.cluster.Status.Version, resync))
+		set(addonv1.AddonApplied, true, "Applied", fmt.Sprintf("%s %s: %d objects applied for Kubernetes %s (put back when changed)",
+			st.addon.Spec.Addon, st.addon.Spec.Version, st.applied, st.cluster.Status.Version))
 	}
 	switch {
 	case st.applyErr != nil:

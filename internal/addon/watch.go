@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -20,8 +21,9 @@ import (
 // without waiting for the resync: per cluster, one informer per kind of
 // addon object, limited to the objects kok labelled as that cluster's
 // addons, wakes the ClusterAddon an object belongs to when it is deleted,
-// loses its label, or has its spec (generation), labels or annotations
-// changed. Status changes wake nothing.
+// loses its label, has its spec (generation), labels or annotations
+// changed, or when a workload's health (WorkloadProblem) changes. Other
+// status churn wakes nothing.
 type watcher struct {
 	// events carry a PartialObjectMetadata naming the KubeCluster
 	// (namespace, name) with the addon in its LabelAddon label.
@@ -114,7 +116,8 @@ func (w *watcher) wake(cluster types.NamespacedName, obj any) {
 
 // changed: what kok applies may differ — a new generation (kinds with a
 // spec), or for kinds without one (0) any change; labels and annotations
-// always count.
+// always count — or the addon's health may: a workload's problem is not
+// the same.
 func changed(old, obj any) bool {
 	o, ok1 := old.(client.Object)
 	n, ok2 := obj.(client.Object)
@@ -124,5 +127,10 @@ func changed(old, obj any) bool {
 	if n.GetGeneration() == 0 || o.GetGeneration() != n.GetGeneration() {
 		return o.GetResourceVersion() != n.GetResourceVersion()
 	}
-	return !maps.Equal(o.GetLabels(), n.GetLabels()) || !maps.Equal(o.GetAnnotations(), n.GetAnnotations())
+	if !maps.Equal(o.GetLabels(), n.GetLabels()) || !maps.Equal(o.GetAnnotations(), n.GetAnnotations()) {
+		return true
+	}
+	ou, ok1 := old.(*unstructured.Unstructured)
+	nu, ok2 := obj.(*unstructured.Unstructured)
+	return ok1 && ok2 && WorkloadProblem(ou) != WorkloadProblem(nu)
 }
