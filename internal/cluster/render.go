@@ -302,7 +302,7 @@ func withKonnectivity(in RenderInput, d *appsv1.Deployment) {
 		// Liveness only: a server without agents is no reason to take its
 		// apiserver out of the Service.
 		LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-			Path: "/healthz", Port: intstr.FromInt32(KonnectivityHealthPort)}}, PeriodSeconds: 10, FailureThreshold: 3, TimeoutSeconds: 5},
+			Path: "/healthz", Port: intstr.FromInt32(KonnectivityHealthPort)}}, PeriodSeconds: 10, FailureThreshold: 3, TimeoutSeconds: 15},
 		VolumeMounts:             []corev1.VolumeMount{sock, {Name: "konnectivity", MountPath: konnectivityDir, ReadOnly: true}},
 		SecurityContext:          api.SecurityContext.DeepCopy(),
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
@@ -345,7 +345,6 @@ func ControllerManagerDeployment(in RenderInput) *appsv1.Deployment {
 		"cluster-signing-cert-file":        p("signer.crt"),
 		"cluster-signing-key-file":         p("signer.key"),
 		"kubeconfig":                       kc,
-		"leader-elect":                     "true",
 		"requestheader-client-ca-file":     p("front-proxy-ca.crt"),
 		"root-ca-file":                     p("ca.crt"),
 		"secure-port":                      fmt.Sprint(ControllerManagerPort),
@@ -353,6 +352,7 @@ func ControllerManagerDeployment(in RenderInput) *appsv1.Deployment {
 		"service-cluster-ip-range":         spec.Network.ServiceCIDR,
 		"use-service-account-credentials":  "true",
 	}
+	maps.Copy(base, leaderElection)
 	if spec.Network.PodCIDR != "" {
 		base["allocate-node-cidrs"] = "true"
 		base["cluster-cidr"] = spec.Network.PodCIDR
@@ -367,7 +367,7 @@ func ControllerManagerDeployment(in RenderInput) *appsv1.Deployment {
 	c := container(ControllerManager, Image(in.Registry, in.Catalog.Images.ControllerManager), spec.ControlPlane.ControllerManager,
 		Args(base, in.Catalog.DefaultArgs.ControllerManager, spec.ControlPlane.ControllerManager.ExtraArgs),
 		ControllerManagerPort, resources("50m", "96Mi"))
-	setProbes(&c, "/healthz", "/healthz", ControllerManagerPort)
+	setProbes(&c, "/healthz", "", ControllerManagerPort)
 	c.VolumeMounts = []corev1.VolumeMount{
 		{Name: "pki", MountPath: pkiDir, ReadOnly: true},
 		{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true},
@@ -392,13 +392,13 @@ func SchedulerDeployment(in RenderInput) *appsv1.Deployment {
 		"client-ca-file":               p("ca.crt"),
 		"requestheader-client-ca-file": p("front-proxy-ca.crt"),
 		"kubeconfig":                   kc,
-		"leader-elect":                 "true",
 		"secure-port":                  fmt.Sprint(SchedulerPort),
 	}
+	maps.Copy(base, leaderElection)
 	c := container(Scheduler, Image(in.Registry, in.Catalog.Images.Scheduler), spec.ControlPlane.Scheduler,
 		Args(base, in.Catalog.DefaultArgs.Scheduler, spec.ControlPlane.Scheduler.ExtraArgs),
 		SchedulerPort, resources("20m", "48Mi"))
-	setProbes(&c, "/healthz", "/healthz", SchedulerPort)
+	setProbes(&c, "/healthz", "", SchedulerPort)
 	c.VolumeMounts = []corev1.VolumeMount{
 		{Name: "pki", MountPath: pkiDir, ReadOnly: true},
 		{Name: "kubeconfig", MountPath: kubeconfigDir, ReadOnly: true},
@@ -449,24 +449,50 @@ func projected(name string, files []projection) corev1.Volume {
 		Sources: sources, DefaultMode: ptr.To[int32](0o440)}}}
 }
 
+// leaderElection: the controller-manager and scheduler keep their lease
+// through 40 s of a slow apiserver (Kubernetes' defaults give up after
+// 10 s: both exit on a lost lease, and on a busy meta node the upgrade of
+// their own apiserver made them restart, adding their start to the load)
+// and renew it every 5 s instead of every 2 s (two writes fewer per
+// second per cluster into a shared etcd). A leader that dies without
+// releasing its lease is replaced after at most 60 s (15 s by default);
+// the scheduler releases it when it stops, the controller-manager does
+// not. extraArgs override them.
+var leaderElection = map[string]string{
+	"leader-elect":                "true",
+	"leader-elect-lease-duration": "60s",
+	"leader-elect-renew-deadline": "40s",
+	"leader-elect-retry-period":   "5s",
+}
+
 // setProbes: a startup probe asks the liveness path every second for up
-// to five minutes, so readiness (every second once startup passed) is held
-// back a second at most, and a control plane starting on a busy meta node
-// (twenty apiservers created at once on two cores take minutes) is not
-// killed by liveness in the middle of its start, which made them all start
-// again and never finish; once started, liveness allows 8 failed probes
-// 10 s apart before the kubelet restarts the container.
+// to five minutes, so a control plane starting on a busy meta node (twenty
+// apiservers created at once on two cores take minutes) is not killed by
+// liveness in the middle of its start, which made them all start again and
+// never finish. Once started, liveness allows 8 failed probes 10 s apart,
+// each given 15 s (kubeadm's values), before the kubelet restarts the
+// container: on a saturated node a 5 s answer is late, not dead, and a
+// restart only adds a start to the load.
+//
+// Only the apiserver has a readiness probe (readyPath), every 5 s: it is
+// the one behind a Service. The controller-manager and scheduler are Ready
+// once started (no readiness probe): every probe is a TLS handshake for the
+// kubelet and the component, and a readiness probe every second on each of
+// them cost the meta node ≈10 mCPU per component, a third of two cores with
+// twenty control planes (fleet benchmark).
 func setProbes(c *corev1.Container, livePath, readyPath string, port int32) {
 	c.StartupProbe = httpsProbe(livePath, port, 1, 300)
-	c.ReadinessProbe = httpsProbe(readyPath, port, 1, 3)
 	c.LivenessProbe = httpsProbe(livePath, port, 10, 8)
+	if readyPath != "" {
+		c.ReadinessProbe = httpsProbe(readyPath, port, 5, 2)
+	}
 }
 
 func httpsProbe(path string, port, period, failures int32) *corev1.Probe {
 	return &corev1.Probe{
 		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 			Path: path, Port: intstr.FromInt32(port), Scheme: corev1.URISchemeHTTPS}},
-		PeriodSeconds: period, FailureThreshold: failures, TimeoutSeconds: 5,
+		PeriodSeconds: period, FailureThreshold: failures, TimeoutSeconds: 15,
 	}
 }
 

@@ -3,6 +3,7 @@ package cluster
 import (
 	"encoding/json"
 	"reflect"
+	"slices"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -84,5 +85,33 @@ func TestDefaultGOGC(t *testing.T) {
 	in.Spec.ControlPlane.Scheduler.Env = []corev1.EnvVar{{Name: "GOGC", Value: "25"}, {Name: "X", Value: "y"}}
 	if got := gogc(SchedulerDeployment(in)); !reflect.DeepEqual(got, []string{"25"}) {
 		t.Errorf("scheduler with GOGC=25 in its env: GOGC %v", got)
+	}
+}
+
+// Only the apiserver, behind a Service, has a readiness probe; the
+// controller-manager and scheduler hold their leases through 40 s of a
+// slow apiserver, unless extraArgs say otherwise.
+func TestProbesAndLeases(t *testing.T) {
+	in := renderInput()
+	in.Spec.ControlPlane.Scheduler.ExtraArgs = map[string]string{"leader-elect-renew-deadline": "20s"}
+	for _, d := range renderAll(in) {
+		c := d.Spec.Template.Spec.Containers[0]
+		if c.StartupProbe == nil || c.LivenessProbe == nil || c.LivenessProbe.TimeoutSeconds != 15 {
+			t.Errorf("%s: startup %v, liveness %v", d.Name, c.StartupProbe, c.LivenessProbe)
+		}
+		api := c.Name == APIServer
+		if (c.ReadinessProbe != nil) != api {
+			t.Errorf("%s: readiness probe %v", d.Name, c.ReadinessProbe)
+		}
+		if api {
+			continue
+		}
+		want := map[string]bool{"--leader-elect=true": true, "--leader-elect-lease-duration=60s": true, "--leader-elect-retry-period=5s": true,
+			"--leader-elect-renew-deadline=40s": c.Name == ControllerManager, "--leader-elect-renew-deadline=20s": c.Name == Scheduler}
+		for arg, ok := range want {
+			if slices.Contains(c.Args, arg) != ok {
+				t.Errorf("%s: has %s = %v, want %v (args %v)", d.Name, arg, !ok, ok, c.Args)
+			}
+		}
 	}
 }
