@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
@@ -128,6 +129,10 @@ const (
 	requeueBusy    = 2 * time.Second
 	requeueSteady  = time.Minute
 	requeueTunnels = 10 * time.Second
+	// tunnelsPatience: how long proxy servers without agents are looked
+	// at every requeueTunnels (nodes joining a new cluster) before the
+	// cluster falls back to the steady minute (a cluster without nodes).
+	tunnelsPatience = 5 * time.Minute
 )
 
 // Reconcile drives one KubeCluster towards its spec and records status.
@@ -190,7 +195,8 @@ func requeueAfter(kc *clusterv1.KubeCluster, st *state) time.Duration {
 	if conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionProgressing) || !conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionReady) {
 		return requeueBusy
 	}
-	if len(st.konnectivity) > 0 && !conditions.IsTrue(kc.Status.Conditions, clusterv1.ConditionKonnectivityReady) {
+	if c := meta.FindStatusCondition(kc.Status.Conditions, clusterv1.ConditionKonnectivityReady); len(st.konnectivity) > 0 &&
+		(c == nil || c.Status != metav1.ConditionTrue && time.Since(c.LastTransitionTime.Time) < tunnelsPatience) {
 		// Proxy servers run and wait for agents (nodes joining).
 		return requeueTunnels
 	}

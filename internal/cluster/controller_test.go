@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -194,5 +195,34 @@ func TestReconcileGlue(t *testing.T) {
 				t.Error("Ready without a running control plane")
 			}
 		})
+	}
+}
+
+func TestRequeueAfter(t *testing.T) {
+	ready := func(status metav1.ConditionStatus) metav1.Condition {
+		return metav1.Condition{Type: clusterv1.ConditionReady, Status: status, LastTransitionTime: metav1.Now()}
+	}
+	tunnels := func(status metav1.ConditionStatus, since time.Duration) metav1.Condition {
+		return metav1.Condition{Type: clusterv1.ConditionKonnectivityReady, Status: status,
+			LastTransitionTime: metav1.NewTime(time.Now().Add(-since))}
+	}
+	servers := []serverAgents{{}}
+	for _, tc := range []struct {
+		name  string
+		conds []metav1.Condition
+		konn  []serverAgents
+		want  time.Duration
+	}{
+		{"not Ready yet", []metav1.Condition{ready(metav1.ConditionFalse)}, nil, requeueBusy},
+		{"Ready, no konnectivity", []metav1.Condition{ready(metav1.ConditionTrue)}, nil, requeueSteady},
+		{"proxy servers waiting for their first agents", []metav1.Condition{ready(metav1.ConditionTrue), tunnels(metav1.ConditionFalse, time.Minute)}, servers, requeueTunnels},
+		{"no agent for long: a cluster without nodes", []metav1.Condition{ready(metav1.ConditionTrue), tunnels(metav1.ConditionFalse, 10*time.Minute)}, servers, requeueSteady},
+		{"agents connected", []metav1.Condition{ready(metav1.ConditionTrue), tunnels(metav1.ConditionTrue, time.Minute)}, servers, requeueSteady},
+	} {
+		kc := &clusterv1.KubeCluster{Status: clusterv1.KubeClusterStatus{Conditions: tc.conds}}
+		st := &state{catalog: &clusterv1.KubernetesVersion{}, konnectivity: tc.konn}
+		if got := requeueAfter(kc, st); got != tc.want {
+			t.Errorf("%s: requeueAfter = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
