@@ -33,6 +33,9 @@ type ConformanceResult struct {
 	Nodes     int       `json:"nodes"`
 	Focus     string    `json:"focus"`
 	Skip      string    `json:"skip,omitempty"`
+	// Procs is how many e2e.test processes ran the parallel specs (the
+	// [Serial] ones run alone, after them).
+	Procs int `json:"procs,omitempty"`
 	// Seconds the suite ran.
 	Seconds float64      `json:"seconds"`
 	Specs   []SpecResult `json:"specs"`
@@ -55,20 +58,22 @@ var sigOf = regexp.MustCompile(`\[sig-[a-z-]+\]`)
 // k8s.io/kubernetes/test/e2e at the cluster's release) against a business
 // cluster with two machines, its test images built by kok and pushed to
 // kok's registry, and writes bench/results/conformance.md.
-func benchConformance(out, kokBin, cacheDir, focus, skip string) {
+func benchConformance(out, kokBin, cacheDir, focus, skip string, procs int) {
 	res := &ConformanceResult{Benchmark: "conformance", Time: time.Now().UTC(), Commit: gitCommit(), Machine: machine(),
-		Nodes: 2, Focus: focus, Skip: skip}
+		Nodes: 2, Focus: focus, Skip: skip, Procs: max(procs, 1)}
 	b := builder(cacheDir)
-	var e2eTest string
 	res.Err = onMetaCluster("conformance", kokBin, cacheDir, func(ctx context.Context, c client.Client, cfg *local.Config) error {
 		defer func() { _, _ = hosts.DeleteAll(context.Background(), cfg.StateDir) }()
 		res.Version = cfg.KubernetesVersion
-		agnhost, err := build.Agnhost(ctx, b.Go, cfg.KubernetesVersion)
-		if err != nil {
-			return err
-		}
-		if _, err := b.Ensure(ctx, agnhost); err != nil {
-			return err
+		// The programs of the suite's images.
+		for _, product := range []func(context.Context, string, string) (*build.Product, error){build.Agnhost, build.SampleAPIServer, build.Nonewprivs} {
+			p, err := product(ctx, b.Go, cfg.KubernetesVersion)
+			if err != nil {
+				return err
+			}
+			if _, err := b.Ensure(ctx, p); err != nil {
+				return err
+			}
 		}
 		suite, err := build.E2ETest(ctx, b.Go, cfg.KubernetesVersion)
 		if err != nil {
@@ -78,13 +83,12 @@ func benchConformance(out, kokBin, cacheDir, focus, skip string) {
 		if err != nil {
 			return err
 		}
-		e2eTest = filepath.Join(dir, "e2e.test")
-		return runConformance(ctx, res, c, cfg, b, kokBin, e2eTest)
+		return runConformance(ctx, res, c, cfg, b, kokBin, dir)
 	})
 	writeConformance(out, res)
 }
 
-func runConformance(ctx context.Context, res *ConformanceResult, c client.Client, cfg *local.Config, b *build.Builder, kokBin, e2eTest string) error {
+func runConformance(ctx context.Context, res *ConformanceResult, c client.Client, cfg *local.Config, b *build.Builder, kokBin, suiteDir string) error {
 	const cluster = "conformance"
 	specs, err := local.ConformanceImages(ctx, b, local.Binaries{Pause: filepath.Join(filepath.Dir(kokBin), "kok-pause")}, cfg.KubernetesVersion)
 	if err != nil {
@@ -137,21 +141,18 @@ func runConformance(ctx context.Context, res *ConformanceResult, c client.Client
 	// kubectl of the release, as kok built it (the suite runs kubectl exec,
 	// logs, port-forward…).
 	kubectl := filepath.Join(b.Dir("kubernetes", res.Version), "kubectl")
-	args := []string{"--kubeconfig=" + kubeconfigFile, "--kubectl-path=" + kubectl, "--provider=skeleton", "--report-dir=" + reports,
-		"--ginkgo.focus=" + res.Focus, "--ginkgo.timeout=6h", "--ginkgo.no-color", "--ginkgo.v"}
-	if res.Skip != "" {
-		args = append(args, "--ginkgo.skip="+res.Skip)
-	}
+	cmdName, args := suiteCommand(suiteDir, res,
+		"--kubeconfig="+kubeconfigFile, "--kubectl-path="+kubectl, "--provider=skeleton", "--report-dir="+reports)
 	logFile := filepath.Join(os.TempDir(), "kok-conformance.log")
 	logOut, err := os.Create(logFile)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = logOut.Close() }()
-	cmd := exec.CommandContext(ctx, e2eTest, args...)
+	cmd := exec.CommandContext(ctx, cmdName, args...)
 	cmd.Env = append(os.Environ(), "KUBE_TEST_REPO_LIST="+repoList)
 	cmd.Stdout, cmd.Stderr = logOut, logOut
-	fmt.Printf("running e2e.test %s (log: %s)\n", strings.Join(args, " "), logFile)
+	fmt.Printf("running %s %s (log: %s)\n", filepath.Base(cmdName), strings.Join(args, " "), logFile)
 	start := time.Now()
 	runErr := cmd.Run() // a failing spec fails the suite: the report says which
 	res.Seconds = time.Since(start).Seconds()
@@ -175,6 +176,26 @@ func runConformance(ctx context.Context, res *ConformanceResult, c client.Client
 		}
 	}
 	return nil
+}
+
+// suiteCommand is how the suite runs: e2e.test alone with one process, else
+// under the ginkgo command with res.Procs processes. Either way ginkgo runs
+// the specs marked Serial (Kubernetes' [Serial]) one at a time, after the
+// others. suiteArgs are e2e.test's own flags.
+func suiteCommand(dir string, res *ConformanceResult, suiteArgs ...string) (string, []string) {
+	e2eTest := filepath.Join(dir, "e2e.test")
+	if res.Procs <= 1 {
+		args := append(suiteArgs, "--ginkgo.focus="+res.Focus, "--ginkgo.timeout=6h", "--ginkgo.no-color", "--ginkgo.v")
+		if res.Skip != "" {
+			args = append(args, "--ginkgo.skip="+res.Skip)
+		}
+		return e2eTest, args
+	}
+	args := []string{fmt.Sprintf("--procs=%d", res.Procs), "--focus=" + res.Focus, "--timeout=6h", "--no-color", "-v"}
+	if res.Skip != "" {
+		args = append(args, "--skip="+res.Skip)
+	}
+	return filepath.Join(dir, "ginkgo"), append(append(args, e2eTest, "--"), suiteArgs...)
 }
 
 // readJUnit reads the specs of a JUnit report ginkgo wrote.
@@ -265,7 +286,11 @@ func writeConformance(dir string, res *ConformanceResult) {
 	if res.Skip != "" {
 		fmt.Fprintf(&b, ", skip `%s`", res.Skip)
 	}
-	fmt.Fprintf(&b, "; the suite ran %.0f s.\n\n", res.Seconds)
+	fmt.Fprintf(&b, "; the suite ran %.0f s", res.Seconds)
+	if res.Procs > 1 {
+		fmt.Fprintf(&b, " in %d processes (its [Serial] specs one at a time, after the others)", res.Procs)
+	}
+	b.WriteString(".\n\n")
 	if res.Err != "" {
 		fmt.Fprintf(&b, "**Failed:** %s\n\n", res.Err)
 	}

@@ -64,6 +64,7 @@ func main() {
 	only := flag.String("only", "", "run one benchmark: platform, clusters, etcd, machines, addons, fleet or conformance (default: all but conformance)")
 	focus := flag.String("conformance-focus", `\[Conformance\]`, "with -only conformance: the specs of e2e.test to run (ginkgo focus)")
 	skip := flag.String("conformance-skip", "", "with -only conformance: specs to leave out (ginkgo skip)")
+	procs := flag.Int("conformance-procs", 3, "with -only conformance: e2e.test processes running the parallel specs (1: all in one)")
 	cold := flag.Bool("cold", false, "also measure a cold kok up: empty Go build cache and kok cache (rebuilds Kubernetes; ≈15 min on 2 cores)")
 	createClusters := flag.Int("create-clusters", 0, "development: create this many business clusters, one after another, on the running meta cluster of -kubeconfig and print how long each took to be Ready, with its timeline (nothing is written)")
 	fleetTotal := flag.Int("fleet-clusters", 1000, "with -only fleet: KubeClusters in the fleet")
@@ -148,7 +149,7 @@ func main() {
 		benchFleet(*out, kokBin, cacheDir, *fleetTotal, *fleetLive)
 		return
 	case "conformance":
-		benchConformance(*out, kokBin, cacheDir, *focus, *skip)
+		benchConformance(*out, kokBin, cacheDir, *focus, *skip, *procs)
 		return
 	}
 	res.Runs = append(res.Runs, measure("warm-fresh", "binaries cached, empty state dir (images imported into a new containerd)", kokBin, cacheDir, false)...)

@@ -377,42 +377,66 @@ func narrowImports(src, prefix string, keep []string) (string, error) {
 // Agnhost returns the product for agnhost, Kubernetes' own test image
 // program (k8s.io/kubernetes/test/images/agnhost), at a Kubernetes
 // release: the e2e and conformance tests run it as their servers and
-// clients. It is built from the same module and staging versions as the
-// release's components.
+// clients.
 func Agnhost(ctx context.Context, goCmd, version string) (*Product, error) {
-	kube, err := Kubernetes(ctx, goCmd, version)
-	if err != nil {
-		return nil, err
-	}
-	return &Product{
-		Name:     "agnhost",
-		Version:  version,
-		GoMod:    strings.Replace(kube.GoMod, "module kok.local/build/kubernetes", "module kok.local/build/agnhost", 1),
-		Files:    map[string]string{"tools.go": "//go:build tools\n\npackage tools\n\nimport _ \"k8s.io/kubernetes/test/images/agnhost\"\n"},
-		Binaries: map[string]string{"agnhost": "k8s.io/kubernetes/test/images/agnhost"},
-		LDFlags:  "-s -w",
-	}, nil
+	return fromRelease(ctx, goCmd, version, &Product{Name: "agnhost",
+		Binaries: map[string]string{"agnhost": "k8s.io/kubernetes/test/images/agnhost"}, LDFlags: "-s -w"})
+}
+
+// SampleAPIServer returns the product for the sample-apiserver
+// (k8s.io/sample-apiserver, a staging module of the release): the
+// conformance suite's aggregated API server.
+func SampleAPIServer(ctx context.Context, goCmd, version string) (*Product, error) {
+	return fromRelease(ctx, goCmd, version, &Product{Name: "sample-apiserver",
+		Binaries: map[string]string{"sample-apiserver": "k8s.io/sample-apiserver"}, LDFlags: "-s -w"})
+}
+
+// Nonewprivs returns the product for nnp, the program of the suite's
+// nonewprivs image (it prints its effective uid, run setuid).
+func Nonewprivs(ctx context.Context, goCmd, version string) (*Product, error) {
+	return fromRelease(ctx, goCmd, version, &Product{Name: "nonewprivs",
+		Binaries: map[string]string{"nnp": "k8s.io/kubernetes/test/images/nonewprivs"}, LDFlags: "-s -w"})
 }
 
 // E2ETest returns the product for e2e.test, Kubernetes' end-to-end suite
 // (its conformance tests among them), built with go test -c from
-// k8s.io/kubernetes/test/e2e at a release, the same module and staging
-// versions as the release's components, its version stamped in.
+// k8s.io/kubernetes/test/e2e at a release, its version stamped in; and
+// the ginkgo command from the same module graph, so it speaks the protocol
+// of the ginkgo the suite links: it runs the suite's parallel specs in
+// several processes.
 func E2ETest(ctx context.Context, goCmd, version string) (*Product, error) {
 	kube, err := Kubernetes(ctx, goCmd, version)
 	if err != nil {
 		return nil, err
 	}
-	return &Product{
-		Name:    "e2e-test",
-		Version: version,
-		GoMod:   strings.Replace(kube.GoMod, "module kok.local/build/kubernetes", "module kok.local/build/e2e-test", 1),
-		// tidy keeps the suite's non-test requirements; go test -c adds
-		// the rest.
-		Files:        map[string]string{"tools.go": "//go:build tools\n\npackage tools\n\nimport _ \"k8s.io/kubernetes/test/e2e\"\n"},
-		TestBinaries: map[string]string{"e2e.test": "k8s.io/kubernetes/test/e2e"},
-		LDFlags:      kube.LDFlags,
-	}, nil
+	return fromRelease(ctx, goCmd, version, &Product{Name: "e2e-test",
+		Binaries:     map[string]string{"ginkgo": "github.com/onsi/ginkgo/v2/ginkgo"},
+		TestBinaries: map[string]string{"e2e.test": "k8s.io/kubernetes/test/e2e"}, LDFlags: kube.LDFlags})
+}
+
+// fromRelease completes p, a product built from Kubernetes' own module at
+// a release, with the same module and staging versions as the release's
+// components: the release's go.mod under p's name, and a tools.go whose
+// imports make tidy keep what p's binaries need (go test -c adds a test
+// binary's test-only requirements).
+func fromRelease(ctx context.Context, goCmd, version string, p *Product) (*Product, error) {
+	kube, err := Kubernetes(ctx, goCmd, version)
+	if err != nil {
+		return nil, err
+	}
+	p.Version = version
+	p.GoMod = strings.Replace(kube.GoMod, "module kok.local/build/kubernetes", "module kok.local/build/"+p.Name, 1)
+	var pkgs []string
+	for _, m := range []map[string]string{p.Binaries, p.TestBinaries} {
+		pkgs = append(pkgs, slices.Collect(maps.Values(m))...)
+	}
+	sort.Strings(pkgs)
+	imports := `import _ "` + pkgs[0] + "\"\n"
+	if len(pkgs) > 1 {
+		imports = "import (\n\t_ \"" + strings.Join(pkgs, "\"\n\t_ \"") + "\"\n)\n"
+	}
+	p.Files = map[string]string{"tools.go": "//go:build tools\n\npackage tools\n\n" + imports}
+	return p, nil
 }
 
 // MetricsServerModule is metrics-server's module.
