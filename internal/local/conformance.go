@@ -12,6 +12,7 @@ import (
 
 	"github.com/kubeonkube/kok/internal/local/build"
 	"github.com/kubeonkube/kok/internal/local/image"
+	"github.com/kubeonkube/kok/internal/local/versions"
 )
 
 // E2ERegistry is where Kubernetes' e2e suite finds its test images in kok's
@@ -21,9 +22,11 @@ const E2ERegistry = image.Prefix + "e2e-test-images"
 
 // E2ERepoList is the content of the KUBE_TEST_REPO_LIST file that makes
 // e2e.test name kok's images: the suite's own test images (agnhost,
-// busybox, httpd, nginx, …) under E2ERegistry, pause under kok.local.
+// busybox, httpd, nginx, …) under E2ERegistry, pause and etcd under
+// kok.local.
 func E2ERepoList() string {
-	return fmt.Sprintf("promoterE2eRegistry: %s\ngcRegistry: %s\n", E2ERegistry, strings.TrimSuffix(image.Prefix, "/"))
+	kok := strings.TrimSuffix(image.Prefix, "/")
+	return fmt.Sprintf("promoterE2eRegistry: %s\ngcRegistry: %s\ngcEtcdRegistry: %s\n", E2ERegistry, kok, kok)
 }
 
 // busybox is Debian's static busybox (package busybox-static): the shell and
@@ -31,7 +34,9 @@ func E2ERepoList() string {
 const busybox = "/bin/busybox"
 
 // busyboxLayer is busybox with a link per applet where busybox itself would
-// install it (bin/sh, usr/bin/env, sbin/ip, …).
+// install it (bin/sh, usr/bin/env, sbin/ip, …) and, as in upstream's
+// busybox image, in /bin too: specs run /bin/sysctl. /bin is last in the
+// images' PATH, so those links shadow no other tool.
 func busyboxLayer() ([]image.File, error) {
 	out, err := exec.Command(busybox, "--list-full").Output()
 	if err != nil {
@@ -40,9 +45,22 @@ func busyboxLayer() ([]image.File, error) {
 	files := []image.File{{Dst: "/bin", Dir: true}, {Dst: "/sbin", Dir: true}, {Dst: "/usr", Dir: true},
 		{Dst: "/usr/bin", Dir: true}, {Dst: "/usr/sbin", Dir: true}, {Dst: "/tmp", Dir: true}, {Dst: "/etc", Dir: true},
 		{Src: busybox, Dst: "/bin/busybox", Mode: 0o755}}
+	inBin := map[string]bool{}
+	var elsewhere []string
 	for _, applet := range strings.Fields(string(out)) {
 		if applet != "bin/busybox" && strings.Count(applet, "/") > 0 && !strings.HasSuffix(applet, "/") {
 			files = append(files, image.File{Dst: "/" + applet, Link: "/bin/busybox"})
+			if dir, name := filepath.Split(applet); dir == "bin/" {
+				inBin[name] = true
+			} else {
+				elsewhere = append(elsewhere, name)
+			}
+		}
+	}
+	for _, name := range elsewhere {
+		if !inBin[name] {
+			inBin[name] = true
+			files = append(files, image.File{Dst: "/bin/" + name, Link: "/bin/busybox"})
 		}
 	}
 	return files, nil
@@ -54,7 +72,7 @@ func busyboxLayer() ([]image.File, error) {
 // Debian's curl, nc and dash beside it, busybox (with Debian's static bash
 // as its shell), and stand-ins for the suite's web
 // servers (httpd, nginx: busybox httpd on port 80, what the specs use them
-// for), plus pause.
+// for), the sample-apiserver with an etcd, nonewprivs, plus pause.
 func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, version string) ([]image.Spec, error) {
 	agnhost := filepath.Join(b.Dir("agnhost", version), "agnhost")
 	if _, err := os.Stat(agnhost); err != nil {
@@ -74,9 +92,11 @@ func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, ver
 	// The tools specs run in agnhost pods that busybox lacks or has
 	// without the options they use (nc -v -t), and Debian's dash as
 	// /bin/sh: busybox's shell runs its own applets before any in PATH.
-	tools, err := image.HostFiles("/usr/bin/curl", "/usr/bin/nc.openbsd", "/usr/bin/dash", "/usr/bin/dig")
+	// getent (the DNS specs' /etc/hosts lookups) with Debian's
+	// nsswitch.conf: files, then DNS.
+	tools, err := image.HostFiles("/usr/bin/curl", "/usr/bin/nc.openbsd", "/usr/bin/dash", "/usr/bin/dig", "/usr/bin/getent", "/etc/nsswitch.conf")
 	if err != nil {
-		return nil, fmt.Errorf("curl, nc, dash and dig for the agnhost image: %w (install Debian's curl, netcat-openbsd and bind9-dnsutils)", err)
+		return nil, fmt.Errorf("curl, nc, dash, dig and getent for the agnhost image: %w (install Debian's curl, netcat-openbsd and bind9-dnsutils)", err)
 	}
 	tools = append(tools, image.File{Dst: "/usr/bin/nc", Link: "/usr/bin/nc.openbsd"}, image.File{Dst: "/bin/sh", Link: "/usr/bin/dash"})
 	// The busybox image's shell is Debian's static bash: busybox's ash
@@ -94,7 +114,32 @@ func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, ver
 		{Dst: "/agnhost-2", Link: "agnhost"}, {Dst: "/uploads", Dir: true},
 		{Src: filepath.Join(porter, "localhost.crt"), Dst: "/localhost.crt", Mode: 0o644},
 		{Src: filepath.Join(porter, "localhost.key"), Dst: "/localhost.key", Mode: 0o644}}}
+	// The aggregator spec's sample-apiserver (built from the release's
+	// staging module) and, in its pod, an etcd at /usr/local/bin (kok's
+	// etcd build under the tag the suite names).
+	sample := filepath.Join(b.Dir("sample-apiserver", version), "sample-apiserver")
+	if _, err := os.Stat(sample); err != nil {
+		return nil, fmt.Errorf("sample-apiserver %s: %w (make conformance builds it)", version, err)
+	}
+	etcd := filepath.Join(b.Dir("etcd", versions.DefaultEtcd()), "etcd")
+	if _, err := os.Stat(etcd); err != nil {
+		return nil, fmt.Errorf("etcd %s: %w (kok build builds it)", versions.DefaultEtcd(), err)
+	}
+	nnp := filepath.Join(b.Dir("nonewprivs", version), "nnp")
+	if _, err := os.Stat(nnp); err != nil {
+		return nil, fmt.Errorf("nnp %s: %w (make conformance builds it)", version, err)
+	}
+	tmp := []image.File{{Dst: "/tmp", Dir: true}}
+	usrLocalBin := []image.File{{Dst: "/usr", Dir: true}, {Dst: "/usr/local", Dir: true}, {Dst: "/usr/local/bin", Dir: true}}
 	specs := []image.Spec{
+		{Ref: e2e("sample-apiserver", SampleAPIServerE2ETag), Layers: [][]image.File{tmp, {{Src: sample, Dst: "/sample-apiserver", Mode: 0o755}}},
+			Entrypoint: []string{"/sample-apiserver"}},
+		{Ref: image.Prefix + "etcd:" + EtcdE2ETag, Layers: [][]image.File{tmp, append(usrLocalBin, image.File{Src: etcd, Dst: "/usr/local/bin/etcd", Mode: 0o755})},
+			Entrypoint: []string{"/usr/local/bin/etcd"}},
+		// The AllowPrivilegeEscalation specs' setuid program (upstream:
+		// alpine with nnp, setuid root).
+		{Ref: e2e("nonewprivs", NonewprivsE2ETag), Layers: [][]image.File{bb, append(usrLocalBin, image.File{Src: nnp, Dst: "/usr/local/bin/nnp", Mode: 0o4755})},
+			Cmd: []string{"nnp"}, Env: path},
 		{Ref: e2e("agnhost", AgnhostE2ETag), Layers: agnhostLayers, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: path},
 		{Ref: e2e("busybox", BusyboxE2ETag), Layers: [][]image.File{bb, bash}, Cmd: []string{"sh"}, Env: path},
 		// The DNS specs' prober: a shell with dig (upstream: Debian with dnsutils).
@@ -138,6 +183,10 @@ const (
 	AgnhostE2ETag = "2.56"
 	BusyboxE2ETag = "1.37.0-1"
 	PauseE2ETag   = "3.10.1"
+	// SampleAPIServerE2ETag and EtcdE2ETag: the aggregator spec's images.
+	SampleAPIServerE2ETag = "1.29.2"
+	EtcdE2ETag            = "3.6.4-0"
+	NonewprivsE2ETag      = "1.3"
 )
 
 // PushImages builds specs and pushes them to the registry of c, skipping

@@ -1,0 +1,30 @@
+package local
+
+import (
+	"os"
+	"testing"
+)
+
+// The busybox layer links each applet where busybox installs it and in
+// /bin, once: specs run /bin/sysctl (busybox puts it in /sbin).
+func TestBusyboxLayer(t *testing.T) {
+	if _, err := os.Stat(busybox); err != nil {
+		t.Skipf("%s: %v (Debian's busybox-static; make conformance installs it)", busybox, err)
+	}
+	files, err := busyboxLayer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, f := range files {
+		if seen[f.Dst] {
+			t.Errorf("%s twice in the layer", f.Dst)
+		}
+		seen[f.Dst] = true
+	}
+	for _, want := range []string{"/bin/sh", "/sbin/sysctl", "/bin/sysctl", "/usr/bin/env", "/bin/env"} {
+		if !seen[want] {
+			t.Errorf("no %s in the layer", want)
+		}
+	}
+}
