@@ -93,11 +93,20 @@ func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, clie
 	down := func() {
 		_ = local.Down(context.Background(), local.DownOptions{StateDir: stateDir, Purge: true, Builder: builder(cacheDir), Out: io.Discard})
 	}
+	// An interrupt (Ctrl-C, SIGTERM) ends the benchmark's context, so the
+	// deferred teardown stops the meta cluster instead of leaving it; one
+	// while kok up runs takes effect once it returns.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	if r := up(name+"-meta", "meta cluster for the "+name+" benchmark", kokBin, stateDir, cacheDir); r.Err != "" {
 		down() // stop what kok up started: log.Fatalf runs no deferred call
+		stop()
 		log.Fatalf("kok up: %s", r.Err)
 	}
+	defer stop()
 	defer down()
+	if ctx.Err() != nil {
+		return "interrupted while the meta cluster came up"
+	}
 	cfg, err := local.LoadConfig(stateDir)
 	if err != nil {
 		return err.Error()
@@ -106,10 +115,6 @@ func onMetaCluster(name, kokBin, cacheDir string, run func(context.Context, clie
 	if err != nil {
 		return err.Error()
 	}
-	// An interrupt (Ctrl-C, SIGTERM) ends the benchmark's context, so the
-	// deferred teardown stops the meta cluster instead of leaving it.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := run(ctx, c, cfg); err != nil {
 		log.Printf("%s benchmark: %v", name, err)
 		return err.Error()

@@ -185,7 +185,7 @@ func runConformance(ctx context.Context, res *ConformanceResult, c client.Client
 func suiteCommand(dir string, res *ConformanceResult, suiteArgs ...string) (string, []string) {
 	e2eTest := filepath.Join(dir, "e2e.test")
 	if res.Procs <= 1 {
-		args := append(suiteArgs, "--ginkgo.focus="+res.Focus, "--ginkgo.timeout=6h", "--ginkgo.no-color", "--ginkgo.v")
+		args := slices.Concat(suiteArgs, []string{"--ginkgo.focus=" + res.Focus, "--ginkgo.timeout=6h", "--ginkgo.no-color", "--ginkgo.v"})
 		if res.Skip != "" {
 			args = append(args, "--ginkgo.skip="+res.Skip)
 		}
