@@ -143,6 +143,9 @@ func (r *Reconciler) reconcileCluster(ctx context.Context, req reconcile.Request
 		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
+	if r.watches != nil && !watchesNeeded(kc) {
+		r.watches.stop(req.NamespacedName)
+	}
 	if kc.DeletionTimestamp != nil {
 		return reconcile.Result{}, nil
 	}
@@ -175,6 +178,14 @@ func (r *Reconciler) reconcileCluster(ctx context.Context, req reconcile.Request
 		}
 	}
 	return reconcile.Result{}, nil
+}
+
+// watchesNeeded: a cluster going away, hibernated or without addons has
+// nothing in its business cluster to watch; its informers would only
+// retry against an apiserver that is not there. A ClusterAddon pass that
+// applies starts them again.
+func watchesNeeded(kc *clusterv1.KubeCluster) bool {
+	return kc.DeletionTimestamp == nil && !kc.Spec.Hibernated && len(kc.Spec.Addons) > 0
 }
 
 // ClusterAddonName is the ClusterAddon of addon in cluster.

@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	clusterv1 "github.com/kubeonkube/kok/api/cluster/v1alpha1"
 )
 
 func deploymentAt(gen, observed, available int64, rv string, labels map[string]string) *unstructured.Unstructured {
@@ -59,6 +62,26 @@ func TestRequeue(t *testing.T) {
 	} {
 		if got := requeue(&tc.st); got != tc.want {
 			t.Errorf("%s: requeue = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A cluster going away, hibernated or without addons is not watched.
+func TestWatchesNeeded(t *testing.T) {
+	now := metav1.Now()
+	for _, tc := range []struct {
+		name string
+		kc   clusterv1.KubeCluster
+		want bool
+	}{
+		{"running with addons", clusterv1.KubeCluster{Spec: clusterv1.KubeClusterSpec{Addons: []clusterv1.AddonRef{{Name: "coredns"}}}}, true},
+		{"hibernated", clusterv1.KubeCluster{Spec: clusterv1.KubeClusterSpec{Hibernated: true, Addons: []clusterv1.AddonRef{{Name: "coredns"}}}}, false},
+		{"no addons", clusterv1.KubeCluster{Spec: clusterv1.KubeClusterSpec{Addons: []clusterv1.AddonRef{}}}, false},
+		{"deleting", clusterv1.KubeCluster{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &now},
+			Spec: clusterv1.KubeClusterSpec{Addons: []clusterv1.AddonRef{{Name: "coredns"}}}}, false},
+	} {
+		if got := watchesNeeded(&tc.kc); got != tc.want {
+			t.Errorf("%s: watchesNeeded = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
