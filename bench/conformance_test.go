@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -44,5 +45,20 @@ func TestReadJUnit(t *testing.T) {
 		if w.Name != "" && got.Name != w.Name || got.SIG != w.SIG || got.State != w.State || got.Message != w.Message || got.Seconds != w.Seconds {
 			t.Errorf("spec %d: %+v, want %+v", i, got, w)
 		}
+	}
+}
+
+// One process runs e2e.test itself; more run it under ginkgo, whose own
+// flags come before the suite and the suite's after "--".
+func TestSuiteCommand(t *testing.T) {
+	res := &ConformanceResult{Focus: `\[Conformance\]`, Skip: "Slow", Procs: 1}
+	cmd, args := suiteCommand("/b", res, "--kubeconfig=k")
+	if want := "/b/e2e.test --kubeconfig=k --ginkgo.focus=\\[Conformance\\] --ginkgo.timeout=6h --ginkgo.no-color --ginkgo.v --ginkgo.skip=Slow"; cmd+" "+strings.Join(args, " ") != want {
+		t.Errorf("one process: %s %v", cmd, args)
+	}
+	res.Procs = 3
+	cmd, args = suiteCommand("/b", res, "--kubeconfig=k")
+	if want := "/b/ginkgo --procs=3 --focus=\\[Conformance\\] --timeout=6h --no-color -v --skip=Slow /b/e2e.test -- --kubeconfig=k"; cmd+" "+strings.Join(args, " ") != want {
+		t.Errorf("three processes: %s %v", cmd, args)
 	}
 }
