@@ -93,8 +93,8 @@ bench: build assets ## Benchmarks; results under bench/results/ (COLD=1 adds a c
 	go run ./bench -out bench/results $(if $(COLD),-cold) $(if $(ONLY),-only $(ONLY))
 
 conformance: build assets ## Kubernetes' e2e conformance suite on a business cluster → bench/results/conformance.md (FOCUS=regexp, SKIP=regexp, PROCS=n)
-	@dpkg -s busybox-static bash-static netcat-openbsd curl bind9-dnsutils >/dev/null 2>&1 || (apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends busybox-static bash-static netcat-openbsd curl bind9-dnsutils)
+	@dpkg -s gcc make libc6-dev netcat-openbsd curl bind9-dnsutils >/dev/null 2>&1 || (apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc make libc6-dev netcat-openbsd curl bind9-dnsutils)
 	go run ./bench -out bench/results -only conformance $(if $(FOCUS),-conformance-focus '$(FOCUS)') $(if $(SKIP),-conformance-skip '$(SKIP)') $(if $(PROCS),-conformance-procs $(PROCS))
 
 clean: ## Remove bin/

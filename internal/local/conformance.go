@@ -29,18 +29,14 @@ func E2ERepoList() string {
 	return fmt.Sprintf("promoterE2eRegistry: %s\ngcRegistry: %s\ngcEtcdRegistry: %s\n", E2ERegistry, kok, kok)
 }
 
-// busybox is Debian's static busybox (package busybox-static): the shell and
-// tools of the e2e images.
-const busybox = "/bin/busybox"
-
 // busyboxLayer is busybox with a link per applet where busybox itself would
 // install it (bin/sh, usr/bin/env, sbin/ip, …) and, as in upstream's
 // busybox image, in /bin too: specs run /bin/sysctl. /bin is last in the
 // images' PATH, so those links shadow no other tool.
-func busyboxLayer() ([]image.File, error) {
+func busyboxLayer(busybox string) ([]image.File, error) {
 	out, err := exec.Command(busybox, "--list-full").Output()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w (install Debian's busybox-static)", busybox, err)
+		return nil, fmt.Errorf("%s --list-full: %w", busybox, err)
 	}
 	files := []image.File{{Dst: "/bin", Dir: true}, {Dst: "/sbin", Dir: true}, {Dst: "/usr", Dir: true},
 		{Dst: "/usr/bin", Dir: true}, {Dst: "/usr/sbin", Dir: true}, {Dst: "/tmp", Dir: true}, {Dst: "/etc", Dir: true},
@@ -69,8 +65,8 @@ func busyboxLayer() ([]image.File, error) {
 // ConformanceImages are the e2e suite's test images, named as e2e.test
 // (version: the Kubernetes release it is built at) names them under
 // E2ERepoList: agnhost (Kubernetes' own, built by kok) with busybox and
-// Debian's curl, nc and dash beside it, busybox (with Debian's static bash
-// as its shell), and stand-ins for the suite's web
+// Debian's curl, nc and dash beside it, busybox (upstream's, built by kok
+// as upstream's image is), and stand-ins for the suite's web
 // servers (httpd, nginx: busybox httpd on port 80, what the specs use them
 // for), the sample-apiserver with an etcd, nonewprivs, plus pause.
 func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, version string) ([]image.Spec, error) {
@@ -85,13 +81,20 @@ func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, ver
 		return nil, err
 	}
 	porter := filepath.Join(kube, "test", "images", "agnhost", "porter")
-	bb, err := busyboxLayer()
+	// One busybox in every image: upstream's release, built from source
+	// (build.BusyboxVersion says why not Debian's).
+	busybox, err := b.EnsureBusybox(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bb, err := busyboxLayer(busybox)
 	if err != nil {
 		return nil, err
 	}
 	// The tools specs run in agnhost pods that busybox lacks or has
 	// without the options they use (nc -v -t), and Debian's dash as
-	// /bin/sh: busybox's shell runs its own applets before any in PATH.
+	// /bin/sh (agnhost's specs passed with it before busybox was
+	// upstream's; upstream's agnhost has busybox's ash).
 	// getent (the DNS specs' /etc/hosts lookups) with Debian's
 	// nsswitch.conf: files, then DNS.
 	tools, err := image.HostFiles("/usr/bin/curl", "/usr/bin/nc.openbsd", "/usr/bin/dash", "/usr/bin/dig", "/usr/bin/getent", "/etc/nsswitch.conf")
@@ -99,15 +102,6 @@ func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, ver
 		return nil, fmt.Errorf("curl, nc, dash, dig and getent for the agnhost image: %w (install Debian's curl, netcat-openbsd and bind9-dnsutils)", err)
 	}
 	tools = append(tools, image.File{Dst: "/usr/bin/nc", Link: "/usr/bin/nc.openbsd"}, image.File{Dst: "/bin/sh", Link: "/usr/bin/dash"})
-	// The busybox image's shell is Debian's static bash: busybox's ash
-	// (like dash) drops environment variables whose names are no shell
-	// identifiers (a Secret's key data-1 as an env var), which the specs
-	// expect `sh -c env` to print, as upstream's busybox image does.
-	bash, err := image.HostFiles("/bin/bash-static")
-	if err != nil {
-		return nil, fmt.Errorf("bash for the busybox image: %w (install Debian's bash-static)", err)
-	}
-	bash = append(bash, image.File{Dst: "/bin/bash", Link: "/bin/bash-static"}, image.File{Dst: "/bin/sh", Link: "/bin/bash-static"})
 	path := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	e2e := func(repo, tag string) string { return E2ERegistry + "/" + repo + ":" + tag }
 	agnhostLayers := [][]image.File{bb, tools, {{Src: agnhost, Dst: "/agnhost", Mode: 0o755},
@@ -141,7 +135,7 @@ func ConformanceImages(ctx context.Context, b *build.Builder, bins Binaries, ver
 		{Ref: e2e("nonewprivs", NonewprivsE2ETag), Layers: [][]image.File{bb, append(usrLocalBin, image.File{Src: nnp, Dst: "/usr/local/bin/nnp", Mode: 0o4755})},
 			Cmd: []string{"nnp"}, Env: path},
 		{Ref: e2e("agnhost", AgnhostE2ETag), Layers: agnhostLayers, Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: path},
-		{Ref: e2e("busybox", BusyboxE2ETag), Layers: [][]image.File{bb, bash}, Cmd: []string{"sh"}, Env: path},
+		{Ref: e2e("busybox", BusyboxE2ETag), Layers: [][]image.File{bb}, Cmd: []string{"sh"}, Env: path},
 		// The DNS specs' prober: a shell with dig (upstream: Debian with dnsutils).
 		{Ref: e2e("jessie-dnsutils", "1.7"), Layers: [][]image.File{bb, tools}, Cmd: []string{"sh"}, Env: path},
 		// A non-root user on a plain base (upstream: debian-base as 1234).
