@@ -60,7 +60,14 @@ func Down(ctx context.Context, o DownOptions) error {
 	if n := stopRecorded(c); n > 0 {
 		fmt.Fprintf(o.Out, "stopped %d processes the supervisor had left\n", n)
 	}
-	cleanupHost(ctx, c, o.Builder)
+	if owner := hostHeldByOther(c); owner != "" {
+		// The bridge, cgroups, run directory and guard are the running
+		// meta cluster's now: this state's own processes are stopped.
+		fmt.Fprintf(o.Out, "the host's bridge, cgroups and network guard stay: the meta cluster of %s runs on them\n", owner)
+	} else {
+		cleanupHost(ctx, c, o.Builder)
+		releaseHost(c)
+	}
 	if o.Purge {
 		if mountsUnder(c.StateDir) {
 			return fmt.Errorf("something is still mounted below %s; not deleting it (see /proc/self/mountinfo)", c.StateDir)

@@ -273,6 +273,9 @@ func (u *upRun) refresh(ctx context.Context) error {
 // packages.
 func (u *upRun) prerequisites(ctx context.Context) (string, error) {
 	if !u.supervised {
+		if err := checkHostFree(u.c); err != nil {
+			return "", err
+		}
 		// Nothing supervises this state: clear leftovers of a crash or a
 		// reboot before starting afresh. Data on disk is kept.
 		if stopped := stopRecorded(u.c); stopped > 0 {
@@ -321,6 +324,9 @@ func (u *upRun) configuration(context.Context) (string, error) {
 // hostSetup prepares the host: the network guard goes in before anything can
 // send a packet, then the bridge and the pods' cgroup root.
 func (u *upRun) hostSetup(ctx context.Context) (string, error) {
+	if err := claimHost(u.c); err != nil {
+		return "", err
+	}
 	if err := EnsureGuard(ctx, u.c.GuardCIDR); err != nil {
 		return "", fmt.Errorf("network guard: %w", err)
 	}

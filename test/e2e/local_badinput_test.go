@@ -70,6 +70,32 @@ func TestUpRefusesBadConditions(t *testing.T) {
 			t.Fatal("kok up touched a file it does not own")
 		}
 	})
+	t.Run("another meta cluster runs", func(t *testing.T) {
+		// A claim on the host by another state directory whose supervisor
+		// runs (this test's process stands in for it).
+		other := t.TempDir()
+		if err := proc.Write(local.SupervisorPidFile(other), os.Getpid()); err != nil {
+			t.Fatal(err)
+		}
+		def := local.DefaultConfig()
+		claim := local.HostClaimFile(&def)
+		if err := os.WriteFile(claim, []byte(other+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(claim)
+		state := filepath.Join(t.TempDir(), "state")
+		out, err := kok(t, state, "up")
+		if err == nil || !strings.Contains(out, "another kok meta cluster runs on this host, from "+other) ||
+			!strings.Contains(out, "kok down --state-dir "+other) {
+			t.Fatalf("want a refusal naming the running meta cluster and how to stop it, got err=%v:\n%s", err, out)
+		}
+		if err := exec.Command("ip", "link", "show", "kok0").Run(); err == nil {
+			t.Fatal("the bridge was created although kok up refused to start")
+		}
+		if _, err := os.Stat(claim); err != nil {
+			t.Fatalf("the running meta cluster's claim is gone: %v", err)
+		}
+	})
 	t.Run("failure after start stops what was started", func(t *testing.T) {
 		state := filepath.Join(t.TempDir(), "state")
 		out, err := kok(t, state, "up", "--timeout", "2s")
