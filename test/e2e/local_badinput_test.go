@@ -82,7 +82,7 @@ func TestUpRefusesBadConditions(t *testing.T) {
 		if err := os.WriteFile(claim, []byte(other+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		defer os.Remove(claim)
+		defer func() { _ = os.Remove(claim) }()
 		state := filepath.Join(t.TempDir(), "state")
 		out, err := kok(t, state, "up")
 		if err == nil || !strings.Contains(out, "another kok meta cluster runs on this host, from "+other) ||
