@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/kubeonkube/kok/internal/local/hosts"
 )
 
 // GuardChain is the iptables chain that keeps kok's traffic on the machine.
@@ -27,9 +29,13 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 
 // guardRules are the rules of GuardChain: traffic from kok's ranges
 // (guardCIDR, Config.GuardCIDR) may only go to kok's ranges; everything else
-// from them is dropped before it can be routed out of the machine.
+// from them is dropped before it can be routed out of the machine. Frames
+// the local hosts' bridge carries from one host to another pass whatever
+// their addresses (flannel's host-gw sends pod ranges through the nodes'
+// own addresses): the bridge has no port off the machine.
 func guardRules(guardCIDR string) [][]string {
 	return [][]string{
+		{"-i", hosts.Bridge, "-o", hosts.Bridge, "-j", "RETURN"},
 		{"-s", guardCIDR, "-d", guardCIDR, "-j", "RETURN"},
 		{"-s", guardCIDR, "-j", "DROP"},
 	}

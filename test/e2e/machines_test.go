@@ -529,6 +529,51 @@ func TestMachines(t *testing.T) {
 		}
 	})
 
+	t.Run("flannel's host-gw backend routes pods between nodes of one segment", func(t *testing.T) {
+		if w == nil {
+			t.Skip("no web app: the pod network test failed")
+		}
+		// The hosts share one L2 segment (the kok0 bridge): flannel can
+		// route pod ranges through the nodes' own addresses, no VXLAN.
+		t.Logf("%s", mustKok(t, dir, "addons", "install", "flannel", "--cluster", cluster, "--set", "backend=host-gw"))
+		switched := time.Now()
+		dss := bc.AppsV1().DaemonSets("kube-system")
+		eventually(t, 3*time.Minute, "flanneld restarted with host-gw on every node", func() error {
+			ds, err := dss.Get(ctx, "kube-flannel", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			st := ds.Status
+			if st.ObservedGeneration < ds.Generation || st.UpdatedNumberScheduled != st.DesiredNumberScheduled || st.NumberAvailable != st.DesiredNumberScheduled {
+				return fmt.Errorf("generation %d observed %d, %d of %d updated, %d available", ds.Generation, st.ObservedGeneration,
+					st.UpdatedNumberScheduled, st.DesiredNumberScheduled, st.NumberAvailable)
+			}
+			return nil
+		})
+		waitAddonHealthy(t, c, cluster, "flannel", 3*time.Minute)
+		// Each node routes the other nodes' pod ranges via their addresses.
+		for _, from := range names {
+			for _, to := range names {
+				if to == from {
+					continue
+				}
+				node, err := bc.CoreV1().Nodes().Get(ctx, to, metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := node.Spec.PodCIDR + " via " + addresses[to]
+				eventually(t, time.Minute, from+" routing "+want, func() error {
+					if routes := hostShell(t, dir, from, "ip route show "+node.Spec.PodCIDR); !strings.Contains(routes, want) {
+						return fmt.Errorf("route to %s: %q", node.Spec.PodCIDR, routes)
+					}
+					return nil
+				})
+			}
+		}
+		t.Logf("every node routes the others' pod ranges directly %s after the switch", time.Since(switched).Round(100*time.Millisecond))
+		checkPodNetwork(t, bc, businessRESTConfig(t, dir, cluster), w, addresses)
+	})
+
 	t.Run("addons are kept: deleted and edited objects come back, kept changes stay", func(t *testing.T) {
 		// CoreDNS came with the cluster; kok addons changes its values.
 		t.Logf("%s", mustKok(t, dir, "addons", "install", "coredns", "--cluster", cluster, "--set", "replicas=2"))
