@@ -92,6 +92,17 @@ func TestUpRefusesBadConditions(t *testing.T) {
 		if err := exec.Command("ip", "link", "show", "kok0").Run(); err == nil {
 			t.Fatal("the bridge was created although kok up refused to start")
 		}
+		// kok down of a stopped state directory leaves the running one's
+		// bridge, cgroups, guard and claim alone.
+		cfg := local.DefaultConfig()
+		cfg.StateDir = state
+		if err := cfg.Save(); err != nil {
+			t.Fatal(err)
+		}
+		out, err = kok(t, state, "down")
+		if err != nil || !strings.Contains(out, "the meta cluster of "+other+" runs on them") {
+			t.Fatalf("want kok down to leave the host to %s, got err=%v:\n%s", other, err, out)
+		}
 		if _, err := os.Stat(claim); err != nil {
 			t.Fatalf("the running meta cluster's claim is gone: %v", err)
 		}

@@ -132,43 +132,68 @@ func (b *Builder) readStamp(p *Product) (*Stamp, error) {
 // Ensure builds p unless a build with the same recipe is cached, and returns
 // the directory holding its binaries.
 func (b *Builder) Ensure(ctx context.Context, p *Product) (string, error) {
+	return b.install(p, b.Cached, runtime.Version(), func(tmp string) error {
+		b.progress("building %s %s from the Go module proxy (first time only; Kubernetes takes ≈6 min on 2 cores)", p.Name, p.Version)
+		src := b.srcDir(p.Name, p.Version)
+		if err := os.RemoveAll(src); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			return err
+		}
+		files := map[string]string{"go.mod": p.GoMod}
+		for k, v := range p.Files {
+			files[k] = v
+		}
+		for name, content := range files {
+			if err := os.WriteFile(filepath.Join(src, name), []byte(content), 0o644); err != nil {
+				return err
+			}
+		}
+		if err := b.run(ctx, src, "mod", "tidy"); err != nil {
+			return fmt.Errorf("resolving modules for %s %s: %w", p.Name, p.Version, err)
+		}
+		for _, out := range slices.Sorted(maps.Keys(p.Binaries)) {
+			args := []string{"build", "-trimpath", "-ldflags", p.LDFlags, "-o", filepath.Join(tmp, out), p.Binaries[out]}
+			if err := b.run(ctx, src, args...); err != nil {
+				return fmt.Errorf("building %s of %s %s: %w", out, p.Name, p.Version, err)
+			}
+		}
+		for _, out := range slices.Sorted(maps.Keys(p.TestBinaries)) {
+			args := []string{"test", "-c", "-mod=mod", "-trimpath", "-ldflags", p.LDFlags, "-o", filepath.Join(tmp, out), p.TestBinaries[out]}
+			if err := b.run(ctx, src, args...); err != nil {
+				return fmt.Errorf("building %s of %s %s: %w", out, p.Name, p.Version, err)
+			}
+		}
+		for _, link := range slices.Sorted(maps.Keys(p.Links)) {
+			if err := os.Symlink(p.Links[link], filepath.Join(tmp, link)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// install runs build, which writes p's outputs into a scratch directory,
+// unless cached(p); then stamps them with p's recipe (and goVersion, the
+// toolchain that built them, if any) and moves them into place, so an
+// interrupted build never leaves a directory that looks complete. One
+// build of a product runs at a time, across processes; whoever waited
+// finds the other's result.
+func (b *Builder) install(p *Product, cached func(*Product) bool, goVersion string, build func(tmp string) error) (string, error) {
 	dir := b.Dir(p.Name, p.Version)
-	if b.Cached(p) {
+	if cached(p) {
 		return dir, nil
 	}
-	// One build of a product at a time, across processes; whoever waited
-	// finds the other's result.
 	unlock, err := lockFile(dir + ".lock")
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
-	if b.Cached(p) {
+	if cached(p) {
 		return dir, nil
 	}
 	start := time.Now()
-	b.progress("building %s %s from the Go module proxy (first time only; Kubernetes takes ≈6 min on 2 cores)", p.Name, p.Version)
-	src := b.srcDir(p.Name, p.Version)
-	if err := os.RemoveAll(src); err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return "", err
-	}
-	files := map[string]string{"go.mod": p.GoMod}
-	for k, v := range p.Files {
-		files[k] = v
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(src, name), []byte(content), 0o644); err != nil {
-			return "", err
-		}
-	}
-	if err := b.run(ctx, src, "mod", "tidy"); err != nil {
-		return "", fmt.Errorf("resolving modules for %s %s: %w", p.Name, p.Version, err)
-	}
-	// Build into a scratch directory and move it into place, so an
-	// interrupted build never leaves a directory that looks complete.
 	tmp := dir + ".tmp"
 	if err := os.RemoveAll(tmp); err != nil {
 		return "", err
@@ -176,24 +201,10 @@ func (b *Builder) Ensure(ctx context.Context, p *Product) (string, error) {
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return "", err
 	}
-	for _, out := range slices.Sorted(maps.Keys(p.Binaries)) {
-		args := []string{"build", "-trimpath", "-ldflags", p.LDFlags, "-o", filepath.Join(tmp, out), p.Binaries[out]}
-		if err := b.run(ctx, src, args...); err != nil {
-			return "", fmt.Errorf("building %s of %s %s: %w", out, p.Name, p.Version, err)
-		}
+	if err := build(tmp); err != nil {
+		return "", err
 	}
-	for _, out := range slices.Sorted(maps.Keys(p.TestBinaries)) {
-		args := []string{"test", "-c", "-mod=mod", "-trimpath", "-ldflags", p.LDFlags, "-o", filepath.Join(tmp, out), p.TestBinaries[out]}
-		if err := b.run(ctx, src, args...); err != nil {
-			return "", fmt.Errorf("building %s of %s %s: %w", out, p.Name, p.Version, err)
-		}
-	}
-	for _, link := range slices.Sorted(maps.Keys(p.Links)) {
-		if err := os.Symlink(p.Links[link], filepath.Join(tmp, link)); err != nil {
-			return "", err
-		}
-	}
-	st := Stamp{Product: p.Name, Version: p.Version, Recipe: p.recipe(), GoVersion: runtime.Version(),
+	st := Stamp{Product: p.Name, Version: p.Version, Recipe: p.recipe(), GoVersion: goVersion,
 		Built: time.Now().UTC(), Seconds: time.Since(start).Seconds()}
 	data, _ := json.MarshalIndent(st, "", "  ")
 	if err := os.WriteFile(filepath.Join(tmp, ".stamp.json"), data, 0o644); err != nil {

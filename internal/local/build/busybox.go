@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +18,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // BusyboxVersion is the upstream BusyBox release the conformance suite's
@@ -48,67 +46,37 @@ var BusyboxTools = []string{"gcc", "make", "libc6-dev"}
 func (b *Builder) EnsureBusybox(ctx context.Context) (string, error) {
 	p := &Product{Name: "busybox", Version: BusyboxVersion,
 		Files: map[string]string{"source": busyboxSource.URL + "#" + busyboxSource.SHA256, "config": fmt.Sprint(busyboxConfig)}}
-	dir := b.Dir(p.Name, p.Version)
-	bin := filepath.Join(dir, "busybox")
-	if b.cachedC(p) {
-		return bin, nil
-	}
-	unlock, err := lockFile(dir + ".lock")
+	dir, err := b.install(p, b.cachedC, "", func(tmp string) error {
+		for _, tool := range []string{"gcc", "make"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				return fmt.Errorf("building busybox %s needs %s: apt-get install %s", p.Version, tool, strings.Join(BusyboxTools, " "))
+			}
+		}
+		b.progress("building busybox %s from upstream's source (first time only; ≈2 min on 2 cores)", p.Version)
+		src := b.srcDir(p.Name, p.Version)
+		if err := os.RemoveAll(src); err != nil {
+			return err
+		}
+		defer func() { _ = os.RemoveAll(src) }()
+		if err := fetchTarBz2(ctx, busyboxSource.URL, busyboxSource.SHA256, src); err != nil {
+			return fmt.Errorf("busybox %s source: %w", p.Version, err)
+		}
+		tree := filepath.Join(src, "busybox-"+p.Version)
+		if err := b.runIn(ctx, tree, "make", "defconfig"); err != nil {
+			return err
+		}
+		if err := setKconfig(filepath.Join(tree, ".config"), busyboxConfig); err != nil {
+			return err
+		}
+		if err := b.runIn(ctx, tree, "make", "-j"+strconv.Itoa(runtime.NumCPU()), "busybox"); err != nil {
+			return err
+		}
+		return copyFile(filepath.Join(tree, "busybox"), filepath.Join(tmp, "busybox"), 0o755)
+	})
 	if err != nil {
 		return "", err
 	}
-	defer unlock()
-	if b.cachedC(p) {
-		return bin, nil
-	}
-	for _, tool := range []string{"gcc", "make"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return "", fmt.Errorf("building busybox %s needs %s: apt-get install %s", p.Version, tool, strings.Join(BusyboxTools, " "))
-		}
-	}
-	start := time.Now()
-	b.progress("building busybox %s from upstream's source (first time only; ≈2 min on 2 cores)", p.Version)
-	src := b.srcDir(p.Name, p.Version)
-	if err := os.RemoveAll(src); err != nil {
-		return "", err
-	}
-	if err := fetchTarBz2(ctx, busyboxSource.URL, busyboxSource.SHA256, src); err != nil {
-		return "", fmt.Errorf("busybox %s source: %w", p.Version, err)
-	}
-	tree := filepath.Join(src, "busybox-"+p.Version)
-	if err := b.runIn(ctx, tree, "make", "defconfig"); err != nil {
-		return "", err
-	}
-	if err := setKconfig(filepath.Join(tree, ".config"), busyboxConfig); err != nil {
-		return "", err
-	}
-	if err := b.runIn(ctx, tree, "make", "-j"+strconv.Itoa(runtime.NumCPU()), "busybox"); err != nil {
-		return "", err
-	}
-	tmp := dir + ".tmp"
-	if err := os.RemoveAll(tmp); err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return "", err
-	}
-	if err := copyFile(filepath.Join(tree, "busybox"), filepath.Join(tmp, "busybox"), 0o755); err != nil {
-		return "", err
-	}
-	st := Stamp{Product: p.Name, Version: p.Version, Recipe: p.recipe(), Built: time.Now().UTC(), Seconds: time.Since(start).Seconds()}
-	data, _ := json.MarshalIndent(st, "", "  ")
-	if err := os.WriteFile(filepath.Join(tmp, ".stamp.json"), data, 0o644); err != nil {
-		return "", err
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return "", err
-	}
-	_ = os.RemoveAll(src)
-	b.progress("built busybox %s in %s", p.Version, time.Since(start).Round(time.Second))
-	return bin, nil
+	return filepath.Join(dir, "busybox"), nil
 }
 
 // cachedC: a C product is built with the current recipe; the Go version
